@@ -1,0 +1,1 @@
+"""POSTD health service."""

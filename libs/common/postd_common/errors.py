@@ -58,6 +58,13 @@ class ResourceExhausted(DomainError):
         self.retry_after = retry_after
 
 
+class DataLoss(DomainError):
+    """Stored data is corrupt or failed an integrity check (e.g. a ciphertext that does
+    not authenticate). Retrying will not help; the message says what to do instead."""
+
+    code = "data_loss"
+
+
 class Unavailable(DomainError):
     """A dependency is down; the caller may retry after ``retry_after`` seconds."""
 

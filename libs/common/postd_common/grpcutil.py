@@ -51,6 +51,7 @@ _STATUS_FOR: Mapping[type[errors.DomainError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
 }
 
 # Trailing metadata keys the gateway reads to build problem documents.

@@ -1,0 +1,1 @@
+"""``make up``: the whole stack on one machine, on embedded defaults."""

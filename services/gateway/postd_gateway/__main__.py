@@ -1,0 +1,88 @@
+"""``python -m postd_gateway`` serves HTTP; ``bootstrap-dev-tenant`` creates the dev tenant."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from postd_common import db
+from postd_common.logging import configure_logging, get_logger
+from postd_common.service import run
+from postd_common.telemetry import setup_tracing
+from postd_gateway.adapters.postgres import TenantStore
+from postd_gateway.app import SPEC, create_app
+from postd_gateway.config import Settings, load_settings
+from postd_gateway.domain import digest_matches, issue_key, parse_key
+
+log = get_logger("postd_gateway")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    configure_logging("gateway", settings.common.log_level)
+    setup_tracing("gateway", settings.common.otlp_endpoint)
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    log.info("gateway listening", url=f"http://{settings.http_host}:{settings.http_port}")
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+async def bootstrap_dev_tenant(settings: Settings, key_file: Path) -> None:
+    """Create the `dev` tenant and an owner API key, unless the key in ``key_file``
+    still works; write the key (0600) and print it."""
+    await db.migrate_dsn(settings.common.database_url, "gateway", SPEC.migrations or Path())
+    pool = await db.create_pool(settings.common.database_url, max_size=2)
+    try:
+        store = TenantStore(pool)
+        tenant_id = await store.ensure_tenant("dev", "Development tenant")
+        if key_file.exists():
+            parsed = parse_key(key_file.read_text())
+            if parsed is not None:
+                record = await store.find_key(parsed[0])
+                if (
+                    record is not None
+                    and record.revoked_at is None
+                    and record.tenant_id == tenant_id
+                    and digest_matches(record.secret_sha256, parsed[1])
+                ):
+                    print(f"dev tenant {tenant_id}: existing key kept")
+                    return
+        issued = issue_key(settings.common.environment)
+        await store.add_key(
+            tenant_id, issued.key_id, issued.digest, name="dev (make up)", role="owner"
+        )
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(issued.secret + "\n")
+        key_file.chmod(0o600)
+        print(f"dev tenant {tenant_id}: new owner key written to {key_file}")
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m postd_gateway")
+    sub = parser.add_subparsers(dest="command")
+    boot = sub.add_parser("bootstrap-dev-tenant")
+    boot.add_argument("--key-file", type=Path, required=True)
+    args = parser.parse_args()
+    settings = load_settings(os.environ) if args.command else None
+
+    if args.command == "bootstrap-dev-tenant":
+        assert settings is not None
+        key_file: Path = args.key_file
+        run("gateway", lambda stop: bootstrap_dev_tenant(settings, key_file))
+        return
+
+    run("gateway", lambda stop: serve(load_settings(os.environ), stop))
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from postd_sandbox.platforms.meta import MetaPlatform
 from postd_sandbox.platforms.registry import PlatformRegistry
 from postd_sandbox.platforms.shopify import ShopifyPlatform
 from postd_sandbox.platforms.slack import SlackPlatform
+from postd_sandbox.platforms.tiktok import TikTokPlatform
 from postd_sandbox.state import SandboxState, TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def build_platforms(settings: SandboxSettings) -> PlatformRegistry:
         [
             MetaPlatform(settings),
             LinkedInPlatform(settings),
+            TikTokPlatform(settings),
             SlackPlatform(settings),
             ShopifyPlatform(settings),
         ]

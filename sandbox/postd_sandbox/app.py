@@ -17,6 +17,7 @@ from postd_sandbox.errors import ApiError
 from postd_sandbox.faults import Fault, FaultKind
 from postd_sandbox.keys import HTTP_KEY, PLATFORMS_KEY, SETTINGS_KEY, STATE_KEY
 from postd_sandbox.platforms.base import Directory, Platform
+from postd_sandbox.platforms.google import GooglePlatform
 from postd_sandbox.platforms.linkedin import LinkedInPlatform
 from postd_sandbox.platforms.meta import MetaPlatform
 from postd_sandbox.platforms.registry import PlatformRegistry
@@ -37,6 +38,7 @@ def build_platforms(settings: SandboxSettings) -> PlatformRegistry:
             MetaPlatform(settings),
             LinkedInPlatform(settings),
             TikTokPlatform(settings),
+            GooglePlatform(settings),
             SlackPlatform(settings),
             ShopifyPlatform(settings),
         ]

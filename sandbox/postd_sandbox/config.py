@@ -55,6 +55,8 @@ class SandboxSettings:
     linkedin_partner: bool = False
     # TikTok restricts unaudited clients to SELF_ONLY posts.
     tiktok_audited: bool = False
+    # Google apps in "testing" publishing status get refresh tokens that die in 7 days.
+    google_testing_app: bool = False
     # How long an Instagram container stays IN_PROGRESS, and a TikTok post in
     # PROCESSING_UPLOAD after its last chunk.
     ig_container_delay_ms: int = 1500
@@ -153,6 +155,7 @@ def load_settings(environ: Mapping[str, str]) -> SandboxSettings:
         registered_redirect_uris=redirect_uris,
         linkedin_partner=_flag(environ, "POSTD_SANDBOX_LINKEDIN_PARTNER", False),
         tiktok_audited=_flag(environ, "POSTD_SANDBOX_TIKTOK_AUDITED", False),
+        google_testing_app=_flag(environ, "POSTD_SANDBOX_GOOGLE_TESTING", False),
         ig_container_delay_ms=_int(
             environ, "POSTD_SANDBOX_IG_CONTAINER_DELAY_MS", base.ig_container_delay_ms
         ),

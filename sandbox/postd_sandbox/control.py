@@ -277,6 +277,7 @@ async def send_webhook(request: web.Request) -> web.Response:
         return _bad("platform and event are required")
     account = payload.get("account", "")
     tamper = payload.get("tamper")
+    audience = payload.get("audience")
     try:
         delivery = webhooks.build_delivery(
             request.app[PLATFORMS_KEY],
@@ -286,6 +287,7 @@ async def send_webhook(request: web.Request) -> web.Response:
             account=account if isinstance(account, str) else str(account),
             payload=payload.get("payload"),
             tamper=tamper if isinstance(tamper, str) else None,
+            audience=audience if isinstance(audience, str) else url,
         )
     except (webhooks.WebhookRequestError, ValueError) as exc:
         return _bad(str(exc))

@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 STANDARD_WEBHOOKS = "standard_webhooks"
 TAMPER_KINDS = ("signature", "body", "stale_timestamp")
 # How far back a "stale" timestamp is put: beyond every platform's tolerance
-# (Slack and Standard Webhooks use 5 minutes, TikTok suggests a few minutes).
-STALE_SECONDS = 3600
+# (Slack and Standard Webhooks use 5 minutes) and past a 1-hour OIDC token's expiry.
+STALE_SECONDS = 7200
 
 
 class WebhookRequestError(ValueError):
@@ -74,6 +74,7 @@ def build_delivery(
     account: str,
     payload: Any | None,
     tamper: str | None,
+    audience: str,
 ) -> WebhookDelivery:
     if tamper is not None and tamper not in TAMPER_KINDS:
         raise WebhookRequestError(f"tamper must be one of {', '.join(TAMPER_KINDS)}")
@@ -89,7 +90,7 @@ def build_delivery(
         if platform is None:
             known = sorted([*registry.names(), STANDARD_WEBHOOKS])
             raise WebhookRequestError(f"platform must be one of {known}")
-        delivery = platform.webhook(state, event, account, payload, timestamp)
+        delivery = platform.webhook(state, event, account, payload, timestamp, audience)
         signature_header = platform.signature_header
     if tamper == "signature":
         if signature_header is None or signature_header not in delivery.headers:

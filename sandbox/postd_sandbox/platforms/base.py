@@ -115,6 +115,7 @@ class Platform(abc.ABC):
         account: str,
         payload: Any | None,
         timestamp: int,
+        audience: str,
     ) -> WebhookDelivery:
         """Build (and sign) one of the platform's webhooks."""
         raise ApiError(errors.INVALID_PARAM, detail=f"{self.name} sends no webhooks")

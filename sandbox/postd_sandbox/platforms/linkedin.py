@@ -953,6 +953,7 @@ class LinkedInPlatform(Platform):
         account: str,
         payload: Any | None,
         timestamp: int,
+        audience: str,
     ) -> WebhookDelivery:
         if payload is None:
             actions = {

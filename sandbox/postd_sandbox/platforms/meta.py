@@ -1441,6 +1441,7 @@ class MetaPlatform(Platform):
         account: str,
         payload: Any | None,
         timestamp: int,
+        audience: str,
     ) -> WebhookDelivery:
         secret = self.app.client_secret
         d = state.directory(NAME, MetaDirectory)

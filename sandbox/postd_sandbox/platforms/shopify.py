@@ -107,6 +107,7 @@ class ShopifyPlatform(Platform):
         account: str,
         payload: Any | None,
         timestamp: int,
+        audience: str,
     ) -> WebhookDelivery:
         topic = event if "/" in event else TOPICS.get(event)
         if topic is None:

@@ -409,6 +409,7 @@ class SlackPlatform(Platform):
         account: str,
         payload: Any | None,
         timestamp: int,
+        audience: str,
     ) -> WebhookDelivery:
         team = account or "T0SANDBOX1"
         if event == "interactive":

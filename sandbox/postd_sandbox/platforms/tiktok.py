@@ -924,6 +924,7 @@ class TikTokPlatform(Platform):
         account: str,
         payload: Any | None,
         timestamp: int,
+        audience: str,
     ) -> WebhookDelivery:
         d = self._dir(state)
         open_id = account or next(iter(d.creators))

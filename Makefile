@@ -10,7 +10,6 @@ STATE := .postd
 ROOTS := libs/common libs/protos sandbox services/gateway services/connectors \
          services/vault services/publisher services/webhook-router services/health bench
 PROTO_SRC := $(shell find protos -name '*.proto' 2>/dev/null)
-SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .PHONY: help install protos up down test test-unit test-integration lint fmt lock bench clean
 
@@ -28,7 +27,7 @@ $(VENV)/.installed: requirements.lock
 	@test -x $(PY) || { echo "==> creating virtualenv in $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "==> installing locked dependencies (requirements.lock)"
 	@$(PY) -m pip install --disable-pip-version-check --progress-bar on --require-hashes -r requirements.lock
-	@printf '%s\n' $(addprefix $(CURDIR)/,$(ROOTS)) > "$(SITE)/postd.pth"
+	@printf '%s\n' $(addprefix $(CURDIR)/,$(ROOTS)) > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/postd.pth"
 	@touch $@
 
 install: $(VENV)/.installed libs/protos/.stamp

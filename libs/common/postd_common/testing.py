@@ -23,7 +23,16 @@ from postd_common.devinfra import EmbeddedBroker, EmbeddedPostgres, free_port
 from postd_common.identity import IdentitySigner, IdentityVerifier, generate_keypair
 from postd_common.kafka import KafkaSettings, TopicSpec, ensure_topics
 
-SERVICES = ("gateway", "connectors", "vault", "publisher", "webhook-router", "health", "tests")
+SERVICES = (
+    "gateway",
+    "connectors",
+    "vault",
+    "publisher",
+    "webhook-router",
+    "health",
+    "operator",  # the admin tools (python -m postd_vault admin ...)
+    "tests",
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,185 @@
+"""The operator's tool: ``python -m postd_vault admin <command>``.
+
+Talks to a running vault over gRPC as the ``operator`` identity (signing with
+``.postd/identity/operator.key``, or ``POSTD_OPERATOR_KEY_FILE``); the vault allows
+that identity key management and nothing that reads a secret.
+
+    rotate [--reason TEXT]              new KEK version, made primary at once
+    rewrap [--batch-size N] [--max-batches N]
+                                        move data keys to the primary, batch by batch,
+                                        printing progress; safe to stop and run again
+    status                              primary, rewrap progress, versions
+    disable-version N [--reason TEXT]   disable a version nothing uses ("3", "v3" or
+                                        the full id)
+    audit [--tenant T] [--limit N]      latest audit events
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+import grpc
+
+from postd.vault.v1 import vault_pb2, vault_pb2_grpc
+from postd_common.config import ConfigError
+from postd_common.grpcutil import open_channel
+from postd_common.identity import IdentityError, IdentitySigner
+from postd_vault.config import AdminSettings, load_admin_settings
+
+_STATE = {
+    vault_pb2.REWRAP_STATE_COMPLETE: "complete",
+    vault_pb2.REWRAP_STATE_PENDING: "pending",
+    vault_pb2.REWRAP_STATE_RUNNING: "running",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m postd_vault admin", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    rotate = commands.add_parser("rotate", help="create a new primary KEK version")
+    rotate.add_argument("--reason", default="")
+    rewrap = commands.add_parser("rewrap", help="rewrap data keys to the primary version")
+    rewrap.add_argument("--batch-size", type=int, default=0)
+    rewrap.add_argument("--max-batches", type=int, default=0, help="0 = until done")
+    commands.add_parser("status", help="rotation status and key versions")
+    disable = commands.add_parser("disable-version", help="disable an unused key version")
+    disable.add_argument("version")
+    disable.add_argument("--reason", default="")
+    audit = commands.add_parser("audit", help="latest audit events")
+    audit.add_argument("--tenant", default="")
+    audit.add_argument("--limit", type=int, default=20)
+    return parser
+
+
+def _reason(given: str, command: str) -> str:
+    return given or f"{command} from the admin CLI by {getpass.getuser()}"
+
+
+async def run_command(
+    args: argparse.Namespace, stub: vault_pb2_grpc.VaultServiceStub, out: TextIO, timeout: float
+) -> None:
+    """Run one command against ``stub``; raises grpc.aio.AioRpcError."""
+    if args.command == "rotate":
+        reply = await stub.RotateKey(
+            vault_pb2.RotateKeyRequest(reason=_reason(args.reason, "rotate")), timeout=timeout
+        )
+        print(f"new primary: {reply.primary.key_version}", file=out)
+        print(f"previous:    {reply.previous.key_version}", file=out)
+        print("run `python -m postd_vault admin rewrap` to move data keys to it", file=out)
+    elif args.command == "rewrap":
+        await _rewrap(stub, args.batch_size, args.max_batches, out, timeout)
+    elif args.command == "status":
+        await _status(stub, out, timeout)
+    elif args.command == "disable-version":
+        reply = await stub.DisableKeyVersion(
+            vault_pb2.DisableKeyVersionRequest(
+                key_version=args.version, reason=_reason(args.reason, "disable-version")
+            ),
+            timeout=timeout,
+        )
+        print(f"disabled: {reply.key_version.key_version}", file=out)
+    elif args.command == "audit":
+        reply = await stub.ListAuditEvents(
+            vault_pb2.ListAuditEventsRequest(tenant_id=args.tenant, page_size=args.limit),
+            timeout=timeout,
+        )
+        for event in reply.events:
+            action = vault_pb2.AuditAction.Name(event.action).removeprefix("AUDIT_ACTION_")
+            print(
+                f"{event.occurred_at.ToDatetime().isoformat(timespec='seconds')}Z "
+                f"{action.lower():<26} {event.actor:<14} ok={event.success!s:<5} "
+                f"tenant={event.tenant_id or '-'} connection={event.connection_id or '-'} "
+                f"{event.secret_name} {event.key_version} {event.detail}",
+                file=out,
+            )
+
+
+async def _rewrap(
+    stub: vault_pb2_grpc.VaultServiceStub,
+    batch_size: int,
+    max_batches: int,
+    out: TextIO,
+    timeout: float,
+) -> None:
+    # One batch per call, so progress shows after each commit and Ctrl-C loses nothing.
+    total = batches = 0
+    while True:
+        reply = await stub.RunRewrap(
+            vault_pb2.RunRewrapRequest(batch_size=batch_size, max_batches=1), timeout=timeout
+        )
+        total += reply.rewrapped
+        batches += reply.batches
+        if reply.batches:
+            print(
+                f"batch {batches}: rewrapped {reply.rewrapped} ({total} in all), "
+                f"{reply.remaining} remain",
+                file=out,
+                flush=True,
+            )
+        if reply.complete or reply.batches == 0 or (max_batches and batches >= max_batches):
+            break
+    state = "complete" if reply.complete else f"{reply.remaining} remain"
+    print(f"rewrap: {total} data keys rewrapped in {batches} batches; {state}", file=out)
+
+
+async def _status(stub: vault_pb2_grpc.VaultServiceStub, out: TextIO, timeout: float) -> None:
+    status = await stub.GetRotationStatus(vault_pb2.GetRotationStatusRequest(), timeout=timeout)
+    print(f"primary key version: {status.primary_key_version}", file=out)
+    print(
+        f"data keys: {status.total} total, {status.rewrapped} on the primary, "
+        f"{status.remaining} to rewrap ({_STATE.get(status.state, 'unknown')})",
+        file=out,
+    )
+    versions = await stub.ListKeyVersions(
+        vault_pb2.ListKeyVersionsRequest(page_size=500), timeout=timeout
+    )
+    for version in versions.key_versions:
+        state = vault_pb2.KeyVersionState.Name(version.state).removeprefix("KEY_VERSION_STATE_")
+        mark = "*" if version.primary else " "
+        print(
+            f" {mark} {version.key_version}  {state.lower():<8} "
+            f"{version.data_key_count} data keys  ({version.provider})",
+            file=out,
+        )
+
+
+async def _main_async(args: argparse.Namespace, settings: AdminSettings) -> int:
+    try:
+        signer = IdentitySigner.from_file("operator", settings.operator_key_file)
+    except (OSError, IdentityError, ValueError):
+        print(
+            f"no usable operator key at {settings.operator_key_file}: `make up` creates "
+            "one; elsewhere mount the operator's key and set POSTD_OPERATOR_KEY_FILE",
+            file=sys.stderr,
+        )
+        return 2
+    channel = open_channel(settings.vault_addr, signer=signer, audience="vault")
+    try:
+        await run_command(
+            args, vault_pb2_grpc.VaultServiceStub(channel), sys.stdout, settings.timeout_seconds
+        )
+    except grpc.aio.AioRpcError as exc:
+        print(f"vault refused: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    finally:
+        await channel.close()
+    return 0
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    args = _parser().parse_args(list(argv))
+    try:
+        settings = load_admin_settings(environ)
+    except ConfigError as exc:
+        print("invalid configuration: " + "; ".join(exc.problems), file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_main_async(args, settings))
+    except KeyboardInterrupt:
+        print("interrupted; committed batches stay done", file=sys.stderr)
+        return 130

@@ -19,6 +19,7 @@ from postd_sandbox.keys import HTTP_KEY, PLATFORMS_KEY, SETTINGS_KEY, STATE_KEY
 from postd_sandbox.platforms.base import Directory, Platform
 from postd_sandbox.platforms.google import GooglePlatform
 from postd_sandbox.platforms.linkedin import LinkedInPlatform
+from postd_sandbox.platforms.mailchimp import MailchimpPlatform
 from postd_sandbox.platforms.meta import MetaPlatform
 from postd_sandbox.platforms.registry import PlatformRegistry
 from postd_sandbox.platforms.shopify import ShopifyPlatform
@@ -39,6 +40,7 @@ def build_platforms(settings: SandboxSettings) -> PlatformRegistry:
             LinkedInPlatform(settings),
             TikTokPlatform(settings),
             GooglePlatform(settings),
+            MailchimpPlatform(settings),
             SlackPlatform(settings),
             ShopifyPlatform(settings),
         ]

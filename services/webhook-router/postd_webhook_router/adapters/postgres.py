@@ -1,0 +1,754 @@
+"""All SQL of the webhook router (schema ``webhooks``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from postd_webhook_router.domain.model import (
+    InboundSource,
+    PendingInbound,
+    StoredInbound,
+)
+from postd_webhook_router.domain.outbound import DueDelivery, EndpointHealth
+from postd_webhook_router.ports import (
+    OutboxMessage,
+    ProcessedInbound,
+    SendResult,
+    StoreUnavailable,
+)
+
+S = "webhooks"
+
+_INSERT_COLUMNS = (
+    "id, platform, http_method, verdict, verdict_reason, platform_event_id, dedupe_key, "
+    "source_id, headers, body, body_sha256, body_size, remote_addr, received_at, state, "
+    "next_attempt_at, tenant_id, connection_id, tenant_ids"
+)
+
+_STORE_DEDUPED = f"""
+WITH dup AS (
+    UPDATE {S}.inbound_events
+       SET duplicate_count = duplicate_count + 1, last_duplicate_at = now()
+     WHERE platform = $2 AND dedupe_key = $20
+    RETURNING id
+), ins AS (
+    INSERT INTO {S}.inbound_events ({_INSERT_COLUMNS})
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
+     WHERE NOT EXISTS (SELECT 1 FROM dup)
+    ON CONFLICT (platform, dedupe_key) WHERE dedupe_key IS NOT NULL
+    DO UPDATE SET duplicate_count = {S}.inbound_events.duplicate_count + 1,
+                  last_duplicate_at = now()
+    RETURNING id, (xmax = 0) AS inserted
+)
+SELECT id, false AS inserted FROM dup
+UNION ALL
+SELECT id, inserted FROM ins
+"""  # noqa: S608 - schema name is a constant
+
+_STORE_PLAIN = f"""
+INSERT INTO {S}.inbound_events ({_INSERT_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+"""  # noqa: S608
+
+_CLAIM = f"""
+UPDATE {S}.inbound_events e
+   SET next_attempt_at = $2::timestamptz + make_interval(secs => $3)
+  FROM (SELECT id, source_id FROM {S}.inbound_events
+         WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $2
+         ORDER BY next_attempt_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED) due
+  LEFT JOIN {S}.inbound_sources src ON src.id = due.source_id
+ WHERE e.id = due.id
+RETURNING e.id, e.platform, e.body, e.headers, e.received_at, e.platform_event_id,
+          e.attempts, e.replay_count, src.id AS src_id, src.tenant_id AS src_tenant,
+          src.connection_id AS src_connection, src.platform AS src_platform
+"""  # noqa: S608
+
+
+def _headers_json(headers: Sequence[tuple[str, str]]) -> list[list[str]]:
+    return [[k, v] for k, v in headers]
+
+
+def _headers_of(raw: Any) -> list[tuple[str, str]]:
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return [(str(k), str(v)) for k, v in raw or []]
+
+
+def _kafka_headers_json(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
+    return [[k, v.decode("latin-1")] for k, v in headers]
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    tenant_id: str = ""
+    platform: str = ""
+    verdicts: Sequence[str] = ()
+    types: Sequence[str] = ()
+    connection_id: str = ""
+    received_from: datetime | None = None
+    received_to: datetime | None = None
+
+
+class PostgresStore:
+    """The webhook router's PostgreSQL adapter. Every method raises
+    :class:`StoreUnavailable` when PostgreSQL cannot be reached."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (
+            OSError,
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.CannotConnectNowError,
+            asyncpg.exceptions.TooManyConnectionsError,
+        ) as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
+
+    # ------------------------------------------------------------------ sources
+
+    async def find_source(self, platform: str, key_hash: bytes) -> InboundSource | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT id, tenant_id, connection_id, platform FROM {S}.inbound_sources "  # noqa: S608
+                "WHERE platform = $1 AND key_hash = $2 AND revoked_at IS NULL",
+                platform,
+                key_hash,
+            )
+        if row is None:
+            return None
+        return InboundSource(
+            str(row["id"]), row["tenant_id"], row["connection_id"], row["platform"]
+        )
+
+    async def create_source(self, source: InboundSource, key_hash: bytes, key_hint: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                f"INSERT INTO {S}.inbound_sources (id, tenant_id, connection_id, platform, "  # noqa: S608
+                "key_hash, key_hint) VALUES ($1, $2, $3, $4, $5, $6)",
+                source.id,
+                source.tenant_id,
+                source.connection_id,
+                source.platform,
+                key_hash,
+                key_hint,
+            )
+
+    async def list_sources(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT id, tenant_id, connection_id, platform, key_hint, created_at "  # noqa: S608
+                f"FROM {S}.inbound_sources WHERE tenant_id = $1 AND revoked_at IS NULL "
+                "ORDER BY created_at DESC",
+                tenant_id,
+            )
+        return [dict(r) for r in rows]
+
+    async def revoke_source(self, tenant_id: str, source_id: str) -> bool:
+        async with self._conn() as conn:
+            status = await conn.execute(
+                f"UPDATE {S}.inbound_sources SET revoked_at = now() "  # noqa: S608
+                "WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+                tenant_id,
+                source_id,
+            )
+        return bool(status.endswith(" 1"))
+
+    # ------------------------------------------------------------------ ingest
+
+    async def store_inbound(self, event: StoredInbound) -> tuple[str, bool]:
+        source = event.source
+        args: list[Any] = [
+            event.id,
+            event.platform,
+            event.method,
+            event.verdict.value,
+            event.verdict_reason,
+            event.platform_event_id,
+            event.dedupe_key,
+            source.id if source else None,
+            _headers_json(event.headers),
+            event.body,
+            event.body_sha256,
+            event.body_size,
+            event.remote_addr,
+            event.received_at,
+            event.state.value,
+            event.received_at if event.state.value == "pending" else None,
+            source.tenant_id if source else "",
+            source.connection_id if source else "",
+            [source.tenant_id] if source else [],
+        ]
+        async with self._conn() as conn:
+            if event.dedupe_key is None:
+                await conn.execute(_STORE_PLAIN, *args)
+                return event.id, True
+            row = await conn.fetchrow(_STORE_DEDUPED, *args, event.previous_dedupe_key)
+        assert row is not None
+        return str(row["id"]), bool(row["inserted"])
+
+    # ------------------------------------------------------------------ processing
+
+    async def claim_pending(
+        self, limit: int, now: datetime, lease_seconds: float
+    ) -> list[PendingInbound]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_CLAIM, limit, now, lease_seconds)
+        claimed = []
+        for r in rows:
+            source = (
+                InboundSource(
+                    str(r["src_id"]), r["src_tenant"], r["src_connection"], r["src_platform"]
+                )
+                if r["src_id"] is not None
+                else None
+            )
+            claimed.append(
+                PendingInbound(
+                    id=str(r["id"]),
+                    platform=r["platform"],
+                    body=bytes(r["body"] or b""),
+                    headers=_headers_of(r["headers"]),
+                    received_at=r["received_at"],
+                    platform_event_id=r["platform_event_id"],
+                    source=source,
+                    attempts=r["attempts"],
+                    replay_count=r["replay_count"],
+                )
+            )
+        return claimed
+
+    async def complete(self, results: Sequence[ProcessedInbound]) -> None:
+        normalized = [n for r in results for n in r.normalized]
+        messages = [(m, r.raw_id) for r in results for m in r.messages]
+        async with self._conn() as conn, conn.transaction():
+            await conn.executemany(
+                f"INSERT INTO {S}.normalized_events (event_id, raw_event_id, seq, tenant_id, "  # noqa: S608
+                "connection_id, platform, type, external_account_id, occurred_at, payload, "
+                "platform_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                [
+                    (
+                        n["event_id"],
+                        n["raw_event_id"],
+                        n["seq"],
+                        n["tenant_id"],
+                        n["connection_id"],
+                        n["platform"],
+                        n["type"],
+                        n["external_account_id"],
+                        n["occurred_at"],
+                        n["payload"],
+                        n["platform_event_id"],
+                    )
+                    for n in normalized
+                ],
+            )
+            await self._enqueue(conn, messages)
+            await conn.executemany(
+                f"""UPDATE {S}.inbound_events
+                       SET state = 'emitted', next_attempt_at = NULL, last_error = '',
+                           types = $2, external_account_id = $3, tenant_ids = $4,
+                           tenant_id = $5, connection_id = $6,
+                           routed = CASE WHEN cardinality($4::text[]) > 0 THEN 'routed'
+                                         ELSE 'unrouted' END
+                     WHERE id = $1""",  # noqa: S608
+                [
+                    (
+                        r.raw_id,
+                        list(r.types),
+                        r.external_account_id,
+                        sorted({rt.tenant_id for rt in r.routes}),
+                        r.routes[0].tenant_id if r.routes else "",
+                        r.routes[0].connection_id if r.routes else "",
+                    )
+                    for r in results
+                ],
+            )
+
+    async def _enqueue(
+        self, conn: asyncpg.Connection, messages: Sequence[tuple[OutboxMessage, str | None]]
+    ) -> None:
+        if not messages:
+            return
+        await conn.executemany(
+            f"INSERT INTO {S}.outbox (topic, key, value, headers, raw_event_id) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5)",
+            [(m.topic, m.key, m.value, _kafka_headers_json(m.headers), raw) for m, raw in messages],
+        )
+
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
+        """Put messages in the outbox on their own (alerts, replays)."""
+        async with self._conn() as conn:
+            await self._enqueue(conn, [(m, None) for m in messages])
+
+    async def fail(
+        self,
+        raw_id: str,
+        error: str,
+        next_attempt_at: datetime | None,
+        dead_letter: OutboxMessage | None,
+    ) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                f"UPDATE {S}.inbound_events SET attempts = attempts + 1, last_error = $2, "  # noqa: S608
+                "next_attempt_at = $3, state = $4 WHERE id = $1",
+                raw_id,
+                error,
+                next_attempt_at,
+                "retrying" if dead_letter is None else "dead_lettered",
+            )
+            if dead_letter is not None:
+                await self._enqueue(conn, [(dead_letter, raw_id)])
+
+    async def relay_outbox(
+        self, limit: int, publish: Callable[[Sequence[OutboxMessage]], Awaitable[None]]
+    ) -> int:
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT id, topic, key, value, headers, raw_event_id FROM {S}.outbox "  # noqa: S608
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
+            if not rows:
+                return 0
+            messages = [
+                OutboxMessage(
+                    r["topic"],
+                    r["key"],
+                    bytes(r["value"]),
+                    [(k, v.encode("latin-1")) for k, v in _headers_of(r["headers"])],
+                )
+                for r in rows
+            ]
+            await publish(messages)
+            await conn.execute(
+                f"DELETE FROM {S}.outbox WHERE id = ANY($1::bigint[])",  # noqa: S608
+                [r["id"] for r in rows],
+            )
+            raw_ids = list({r["raw_event_id"] for r in rows if r["raw_event_id"] is not None})
+            if raw_ids:
+                await conn.execute(
+                    f"UPDATE {S}.inbound_events SET emitted_at = now() "  # noqa: S608
+                    "WHERE id = ANY($1::uuid[])",
+                    raw_ids,
+                )
+        return len(rows)
+
+    # ------------------------------------------------------------------ queries
+
+    async def list_events(
+        self, where: EventFilter, limit: int, after: tuple[datetime, str] | None
+    ) -> list[dict[str, Any]]:
+        clauses, args = self._event_where(where)
+        if after is not None:
+            args += [after[0], after[1]]
+            clauses.append(f"(received_at, id) < (${len(args) - 1}, ${len(args)}::uuid)")
+        args.append(limit)
+        sql = (
+            f"SELECT * FROM {S}.inbound_events WHERE {' AND '.join(clauses) or 'true'} "  # noqa: S608
+            f"ORDER BY received_at DESC, id DESC LIMIT ${len(args)}"
+        )
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *args)
+        return [dict(r) for r in rows]
+
+    @staticmethod
+    def _event_where(where: EventFilter) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+
+        def add(sql: str, value: Any) -> None:
+            args.append(value)
+            clauses.append(sql.replace("?", f"${len(args)}"))
+
+        if where.tenant_id:
+            add("? = ANY(tenant_ids)", where.tenant_id)
+        if where.platform:
+            add("platform = ?", where.platform)
+        if where.verdicts:
+            add("verdict = ANY(?::text[])", list(where.verdicts))
+        if where.types:
+            add("types && ?::text[]", list(where.types))
+        if where.connection_id:
+            add("connection_id = ?", where.connection_id)
+        if where.received_from is not None:
+            add("received_at >= ?", where.received_from)
+        if where.received_to is not None:
+            add("received_at < ?", where.received_to)
+        return clauses, args
+
+    async def get_event(self, tenant_id: str, event_id: str) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"SELECT * FROM {S}.inbound_events WHERE id = $1::uuid "  # noqa: S608
+                    "AND ($2 = '' OR $2 = ANY(tenant_ids))",
+                    event_id,
+                    tenant_id,
+                )
+            except asyncpg.exceptions.DataError:
+                return None
+        return dict(row) if row is not None else None
+
+    async def replay_records(
+        self,
+        tenant_id: str,
+        event_ids: Sequence[str],
+        where: EventFilter | None,
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Normalised events to re-emit, and the stored ids they come from. With
+        ``event_ids``, only this tenant's accepted deliveries (missing ids are simply
+        absent from the result)."""
+        async with self._conn() as conn:
+            if event_ids:
+                raw = await conn.fetch(
+                    f"SELECT id FROM {S}.inbound_events WHERE id = ANY($1::uuid[]) "  # noqa: S608
+                    "AND verdict = 'accepted' AND ($2 = '' OR $2 = ANY(tenant_ids))",
+                    list(event_ids),
+                    tenant_id,
+                )
+            else:
+                assert where is not None
+                clauses, args = self._event_where(where)
+                clauses.append("verdict = 'accepted'")
+                raw = await conn.fetch(
+                    f"SELECT id FROM {S}.inbound_events WHERE {' AND '.join(clauses)}",  # noqa: S608
+                    *args,
+                )
+            ids = [r["id"] for r in raw]
+            if not ids:
+                return [], []
+            rows = await conn.fetch(
+                f"""SELECT n.*, e.received_at, e.replay_count + 1 AS replay_count
+                      FROM {S}.normalized_events n JOIN {S}.inbound_events e
+                        ON e.id = n.raw_event_id
+                     WHERE n.raw_event_id = ANY($1::uuid[])
+                       AND ($2 = '' OR n.tenant_id = $2)
+                       AND (cardinality($3::text[]) = 0 OR n.type = ANY($3::text[]))
+                     ORDER BY e.received_at, n.seq""",  # noqa: S608
+                ids,
+                tenant_id,
+                list(where.types) if where is not None else [],
+            )
+        records = []
+        for r in rows:
+            record = dict(r)
+            record["event_id"] = str(record["event_id"])
+            record["raw_event_id"] = str(record["raw_event_id"])
+            records.append(record)
+        return [str(i) for i in ids], records
+
+    async def mark_replayed(
+        self, raw_ids: Sequence[str], messages: Sequence[OutboxMessage]
+    ) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                f"UPDATE {S}.inbound_events SET replay_count = replay_count + 1 "  # noqa: S608
+                "WHERE id = ANY($1::uuid[])",
+                list(raw_ids),
+            )
+            await self._enqueue(conn, [(m, None) for m in messages])
+
+    # ------------------------------------------------------------------ endpoints
+
+    _ENDPOINT_FIELDS = frozenset(
+        {
+            "url",
+            "description",
+            "event_types",
+            "state",
+            "disabled_reason",
+            "consecutive_failures",
+            "failing_since",
+            "secret_hint",
+            "secret_generation",
+            "previous_secret_expires_at",
+        }
+    )
+
+    async def insert_endpoint(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"INSERT INTO {S}.endpoints (id, tenant_id, url, description, event_types, "  # noqa: S608
+                "secret_hint, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                endpoint["id"],
+                endpoint["tenant_id"],
+                endpoint["url"],
+                endpoint["description"],
+                endpoint["event_types"],
+                endpoint["secret_hint"],
+                endpoint["created_by"],
+            )
+        assert row is not None
+        return dict(row)
+
+    async def get_endpoint(self, tenant_id: str, endpoint_id: str) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"SELECT * FROM {S}.endpoints WHERE tenant_id = $1 AND id = $2::uuid",  # noqa: S608
+                    tenant_id,
+                    endpoint_id,
+                )
+            except asyncpg.exceptions.DataError:
+                return None
+        return dict(row) if row else None
+
+    async def list_endpoints(
+        self, tenant_id: str, limit: int, after: tuple[datetime, str] | None
+    ) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT * FROM {S}.endpoints WHERE tenant_id = $1 "  # noqa: S608
+                "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid)) "
+                "ORDER BY created_at DESC, id DESC LIMIT $4",
+                tenant_id,
+                after[0] if after else None,
+                after[1] if after else None,
+                limit,
+            )
+        return [dict(r) for r in rows]
+
+    async def update_endpoint(
+        self, tenant_id: str, endpoint_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        assert set(changes) <= self._ENDPOINT_FIELDS, set(changes) - self._ENDPOINT_FIELDS
+        names = list(changes)
+        sets = ", ".join(f"{n} = ${i + 3}" for i, n in enumerate(names))
+        sets = f"{sets}, updated_at = now()" if sets else "updated_at = now()"
+        async with self._conn() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"UPDATE {S}.endpoints SET {sets} "  # noqa: S608 - names from an allow-list
+                    "WHERE tenant_id = $1 AND id = $2::uuid RETURNING *",
+                    tenant_id,
+                    endpoint_id,
+                    *[changes[n] for n in names],
+                )
+            except asyncpg.exceptions.DataError:
+                return None
+        return dict(row) if row else None
+
+    async def delete_endpoint(self, tenant_id: str, endpoint_id: str) -> bool:
+        async with self._conn() as conn:
+            try:
+                status = await conn.execute(
+                    f"DELETE FROM {S}.endpoints WHERE tenant_id = $1 AND id = $2::uuid",  # noqa: S608
+                    tenant_id,
+                    endpoint_id,
+                )
+            except asyncpg.exceptions.DataError:
+                return False
+        return bool(status == "DELETE 1")
+
+    async def create_deliveries(
+        self, tenant_id: str, event_type: str, source_event_id: str, payload: bytes
+    ) -> int:
+        async with self._conn() as conn:
+            status = await conn.execute(
+                f"""INSERT INTO {S}.deliveries (id, tenant_id, endpoint_id, message_id,
+                        source_event_id, event_type, payload)
+                    SELECT gen_random_uuid(), tenant_id, id,
+                           'msg_' || replace(gen_random_uuid()::text, '-', ''),
+                           $2, $3, $4
+                      FROM {S}.endpoints
+                     WHERE tenant_id = $1 AND state = 'enabled'
+                       AND (cardinality(event_types) = 0 OR $3 = ANY(event_types))
+                    ON CONFLICT (endpoint_id, source_event_id) DO NOTHING""",  # noqa: S608
+                tenant_id,
+                source_event_id,
+                event_type,
+                payload,
+            )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def claim_deliveries(
+        self, limit: int, now: datetime, lease_seconds: float
+    ) -> list[DueDelivery]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""UPDATE {S}.deliveries d
+                       SET next_attempt_at = $2::timestamptz + make_interval(secs => $3)
+                      FROM (SELECT dd.id FROM {S}.deliveries dd
+                              JOIN {S}.endpoints ep ON ep.id = dd.endpoint_id
+                             WHERE dd.state IN ('pending', 'retrying')
+                               AND dd.next_attempt_at <= $2 AND ep.state = 'enabled'
+                             ORDER BY dd.next_attempt_at
+                             LIMIT $1
+                             FOR UPDATE OF dd SKIP LOCKED) due,
+                           {S}.endpoints e
+                     WHERE d.id = due.id AND e.id = d.endpoint_id
+                 RETURNING d.id, d.tenant_id, d.endpoint_id, e.url, d.message_id, d.event_type,
+                           d.payload, d.attempt_count, d.created_at, e.secret_generation,
+                           e.previous_secret_expires_at""",  # noqa: S608
+                limit,
+                now,
+                lease_seconds,
+            )
+        return [
+            DueDelivery(
+                id=str(r["id"]),
+                tenant_id=r["tenant_id"],
+                endpoint_id=str(r["endpoint_id"]),
+                url=r["url"],
+                message_id=r["message_id"],
+                event_type=r["event_type"],
+                payload=bytes(r["payload"]),
+                attempt_count=r["attempt_count"],
+                created_at=r["created_at"],
+                secret_generation=r["secret_generation"],
+                previous_secret_expires_at=r["previous_secret_expires_at"],
+            )
+            for r in rows
+        ]
+
+    async def record_attempt(
+        self,
+        delivery: DueDelivery,
+        result: SendResult,
+        now: datetime,
+        next_attempt_at: datetime | None,
+    ) -> EndpointHealth:
+        state = "succeeded" if result.ok else ("retrying" if next_attempt_at else "failed")
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                f"""UPDATE {S}.deliveries
+                       SET state = $2, attempt_count = attempt_count + 1,
+                           last_http_status = $3, last_error = $4, last_latency_ms = $5,
+                           next_attempt_at = COALESCE($6, next_attempt_at),
+                           finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN $7
+                                         ELSE NULL END
+                     WHERE id = $1""",  # noqa: S608
+                delivery.id,
+                state,
+                result.status,
+                result.error,
+                result.latency_seconds * 1000,
+                next_attempt_at,
+                now,
+            )
+            await conn.execute(
+                f"INSERT INTO {S}.delivery_attempts (delivery_id, attempt, attempted_at, "  # noqa: S608
+                "http_status, error, latency_ms) VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT DO NOTHING",
+                delivery.id,
+                delivery.attempt_count + 1,
+                now,
+                result.status,
+                result.error,
+                result.latency_seconds * 1000,
+            )
+            if result.ok:
+                row = await conn.fetchrow(
+                    f"""UPDATE {S}.endpoints SET consecutive_failures = 0, failing_since = NULL,
+                               last_success_at = $2
+                         WHERE id = $1
+                     RETURNING state, consecutive_failures, failing_since, alert_id, url""",  # noqa: S608
+                    delivery.endpoint_id,
+                    now,
+                )
+            else:
+                row = await conn.fetchrow(
+                    f"""UPDATE {S}.endpoints
+                           SET consecutive_failures = consecutive_failures + 1,
+                               failing_since = COALESCE(failing_since, $2),
+                               last_failure_at = $2
+                         WHERE id = $1
+                     RETURNING state, consecutive_failures, failing_since, alert_id, url""",  # noqa: S608
+                    delivery.endpoint_id,
+                    now,
+                )
+        if row is None:  # deleted meanwhile
+            return EndpointHealth("deleted", 0, None, None, delivery.url)
+        return EndpointHealth(
+            row["state"],
+            row["consecutive_failures"],
+            row["failing_since"],
+            str(row["alert_id"]) if row["alert_id"] else None,
+            row["url"],
+        )
+
+    async def fire_alert(self, endpoint_id: str, alert_id: str, message: OutboxMessage) -> bool:
+        async with self._conn() as conn, conn.transaction():
+            status = await conn.execute(
+                f"UPDATE {S}.endpoints SET alert_id = $2 WHERE id = $1 AND alert_id IS NULL",  # noqa: S608
+                endpoint_id,
+                alert_id,
+            )
+            if status != "UPDATE 1":
+                return False
+            await self._enqueue(conn, [(message, None)])
+        return True
+
+    async def resolve_alert(self, endpoint_id: str, alert_id: str, message: OutboxMessage) -> bool:
+        async with self._conn() as conn, conn.transaction():
+            status = await conn.execute(
+                f"UPDATE {S}.endpoints SET alert_id = NULL WHERE id = $1 AND alert_id = $2",  # noqa: S608
+                endpoint_id,
+                alert_id,
+            )
+            if status != "UPDATE 1":
+                return False
+            await self._enqueue(conn, [(message, None)])
+        return True
+
+    async def disable_failing(self, endpoint_id: str, reason: str, message: OutboxMessage) -> bool:
+        async with self._conn() as conn, conn.transaction():
+            status = await conn.execute(
+                f"UPDATE {S}.endpoints SET state = 'disabled_failing', disabled_reason = $2, "  # noqa: S608
+                "updated_at = now() WHERE id = $1 AND state = 'enabled'",
+                endpoint_id,
+                reason,
+            )
+            if status != "UPDATE 1":
+                return False
+            await conn.execute(
+                f"UPDATE {S}.deliveries SET state = 'failed', finished_at = now(), "  # noqa: S608
+                "last_error = 'endpoint disabled' "
+                "WHERE endpoint_id = $1 AND state IN ('pending', 'retrying')",
+                endpoint_id,
+            )
+            await self._enqueue(conn, [(message, None)])
+        return True
+
+    async def list_deliveries(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        states: Sequence[str],
+        event_type: str,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""SELECT * FROM {S}.deliveries
+                     WHERE tenant_id = $1
+                       AND ($2 = '' OR endpoint_id = $2::uuid)
+                       AND (cardinality($3::text[]) = 0 OR state = ANY($3::text[]))
+                       AND ($4 = '' OR event_type = $4)
+                       AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+                     ORDER BY created_at DESC, id DESC LIMIT $7""",  # noqa: S608
+                tenant_id,
+                endpoint_id,
+                list(states),
+                event_type,
+                after[0] if after else None,
+                after[1] if after else None,
+                limit,
+            )
+        return [dict(r) for r in rows]

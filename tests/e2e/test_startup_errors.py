@@ -12,20 +12,25 @@ import pytest
 from postd_common.devinfra import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = [
-    p.parent.name
-    for p in sorted(ROOT.glob("services/*/postd_*/__main__.py"))
-]
+SERVICES = [p.parent.name for p in sorted(ROOT.glob("services/*/postd_*/__main__.py"))]
 
 pytestmark = pytest.mark.e2e
 
 
 def start(package: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("POSTD_") and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("POSTD_") and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP")
+    }
     return subprocess.run(
-        [sys.executable, "-m", package], env={**base, **env}, cwd=ROOT,
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-m", package],
+        env={**base, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -40,12 +45,15 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *needles: st
 
 @pytest.mark.parametrize("package", SERVICES)
 def test_unknown_variable_value(package: str, identity_dir: Path) -> None:
-    result = start(package, {
-        "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postd",
-        "KAFKA_BOOTSTRAP": "127.0.0.1:1",
-        "POSTD_LOG_LEVEL": "loud",
-        "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
-    })
+    result = start(
+        package,
+        {
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postd",
+            "KAFKA_BOOTSTRAP": "127.0.0.1:1",
+            "POSTD_LOG_LEVEL": "loud",
+            "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
+        },
+    )
     assert_one_clear_line(result, "cannot start", "POSTD_LOG_LEVEL", "'loud'")
 
 
@@ -58,13 +66,16 @@ def test_missing_required_variables(package: str) -> None:
 @pytest.mark.parametrize("package", SERVICES)
 def test_unreachable_database(package: str, identity_dir: Path, infra) -> None:
     service = package.removeprefix("postd_").replace("_", "-")
-    result = start(package, {
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/postd",
-        "KAFKA_BOOTSTRAP": infra.bootstrap,
-        "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
-        "POSTD_IDENTITY_KEY_FILE": str(identity_dir / f"{service}.key"),
-        "POSTD_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
-        "POSTD_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-        "POSTD_GATEWAY_PORT": str(free_port()),
-    })
+    result = start(
+        package,
+        {
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/postd",
+            "KAFKA_BOOTSTRAP": infra.bootstrap,
+            "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
+            "POSTD_IDENTITY_KEY_FILE": str(identity_dir / f"{service}.key"),
+            "POSTD_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
+            "POSTD_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+            "POSTD_GATEWAY_PORT": str(free_port()),
+        },
+    )
     assert_one_clear_line(result, "cannot start", "database")

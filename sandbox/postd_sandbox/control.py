@@ -295,6 +295,38 @@ async def send_webhook(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def webhook_handshake(request: web.Request) -> web.Response:
+    payload = await _body(request)
+    url = payload.get("url")
+    name = payload.get("platform")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        return _bad("url must be an http(s) URL")
+    platform = request.app[PLATFORMS_KEY].get(name) if isinstance(name, str) else None
+    if platform is None:
+        return _bad("platform is required")
+    check = platform.handshake(_state(request), url)
+    if check is None:
+        return _bad(f"{platform.name} makes no verification request")
+    return web.json_response(await webhooks.handshake(request.app[HTTP_KEY], url, check))
+
+
+async def post_metrics(request: web.Request) -> web.Response:
+    state = _state(request)
+    post = state.posts.get(request.match_info["post_id"])
+    if post is None:
+        return _bad("no such post", 404)
+    platform = request.app[PLATFORMS_KEY].get(post.platform)
+    assert platform is not None
+    return web.json_response(
+        {
+            "post_id": post.id,
+            "platform": post.platform,
+            "age_seconds": state.clock.now() - post.created_at,
+            "metrics": platform.post_metrics(state, post),
+        }
+    )
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/_sandbox/", index),
@@ -303,8 +335,9 @@ def routes() -> list[web.RouteDef]:
         web.get("/_sandbox/faults", list_faults),
         web.delete("/_sandbox/faults", clear_faults),
         web.get("/_sandbox/posts", list_posts),
-        web.get("/_sandbox/posts/{post_id}", get_post),
-        web.get("/_sandbox/uploads/{upload_id}", get_upload),
+        web.get("/_sandbox/posts/{post_id:.+}", get_post),
+        web.get("/_sandbox/metrics/{post_id:.+}", post_metrics),
+        web.get("/_sandbox/uploads/{upload_id:.+}", get_upload),
         web.post("/_sandbox/tokens/expire", expire_tokens),
         web.post("/_sandbox/tokens/revoke", revoke_tokens),
         web.get("/_sandbox/tokens", list_tokens),
@@ -317,4 +350,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/_sandbox/clock", advance_clock),
         web.get("/_sandbox/clock", get_clock),
         web.post("/_sandbox/webhooks/send", send_webhook),
+        web.post("/_sandbox/webhooks/handshake", webhook_handshake),
     ]

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from postd_sandbox import signing
-from postd_sandbox.platforms.base import WebhookDelivery
+from postd_sandbox.platforms.base import Handshake, WebhookDelivery
 from postd_sandbox.platforms.registry import PlatformRegistry
 from postd_sandbox.state import SandboxState
 
@@ -127,3 +127,28 @@ def _sent(delivery: WebhookDelivery) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = delivery.body.decode(errors="replace")
     return {"headers": dict(delivery.headers), "body": body, "raw": delivery.body.decode()}
+
+
+async def handshake(session: aiohttp.ClientSession, url: str, check: Handshake) -> dict[str, Any]:
+    """Make a platform's endpoint-verification GET and judge the answer."""
+    try:
+        async with session.get(url, params=check.params) as response:
+            text = await response.text(errors="replace")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return {"ok": False, "status": None, "error": type(exc).__name__}
+    if check.expect_json:
+        try:
+            answered = json.loads(text)
+        except json.JSONDecodeError:
+            answered = None
+        expected = json.loads(check.expected_body)
+        ok = isinstance(answered, dict) and all(answered.get(k) == v for k, v in expected.items())
+    else:
+        ok = text == check.expected_body
+    return {
+        "ok": ok and response.status == 200,
+        "status": response.status,
+        "body": text,
+        "sent": check.params,
+        "expected": check.expected_body,
+    }

@@ -11,14 +11,14 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from postd_sandbox import errors
+from postd_sandbox import errors, metrics
 from postd_sandbox.clock import IdSource
 from postd_sandbox.config import AppCredentials, SandboxSettings
 from postd_sandbox.errors import ApiError, ErrorSpec
 from postd_sandbox.faults import FaultKind
 from postd_sandbox.keys import STATE_KEY
 from postd_sandbox.oauth import AuthorizationCode, OAuthProfile, PendingAuthorization
-from postd_sandbox.state import SandboxState, TokenRecord
+from postd_sandbox.state import RecordedPost, SandboxState, TokenRecord
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,16 @@ class Directory(abc.ABC):
     def accounts_of(self, subject: str) -> set[str]:
         """External ids a logged-in subject acts for (used to aim faults)."""
         return {subject}
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """A verification GET: the query to send and how to check the answer."""
+
+    params: dict[str, str]
+    # The exact body a correct endpoint answers with.
+    expected_body: str
+    expect_json: bool = False
 
 
 @dataclass
@@ -117,8 +127,38 @@ class Platform(abc.ABC):
         timestamp: int,
         audience: str,
     ) -> WebhookDelivery:
-        """Build (and sign) one of the platform's webhooks."""
-        raise ApiError(errors.INVALID_PARAM, detail=f"{self.name} sends no webhooks")
+        """Build (and sign) one of the platform's webhooks.
+
+        `audience` is who the delivery is for (the target URL unless the caller names
+        another); Google puts it in the push request's OIDC token. Raises ValueError
+        for an event the platform does not send.
+        """
+        raise ValueError(f"{self.name} sends no webhooks")
+
+    def handshake(self, state: SandboxState, url: str) -> Handshake | None:
+        """The endpoint-verification request the platform makes before delivering
+        webhooks (None when it makes none)."""
+        return None
+
+    def post_metrics(self, state: SandboxState, post: RecordedPost) -> dict[str, Any]:
+        """The normalised figures the platform's analytics report for a post now
+        (what a test can expect the analytics endpoints to agree with)."""
+        age = state.clock.now() - post.created_at
+        seed = str(post.extra.get("video_id") or post.id)
+        return {
+            name: metrics.cumulative(seed, name, age)
+            for name in (
+                "impressions",
+                "reach",
+                "engagements",
+                "likes",
+                "comments",
+                "shares",
+                "saves",
+                "clicks",
+                "video_views",
+            )
+        }
 
     def authorize_redirect_params(
         self, pending: PendingAuthorization, code: AuthorizationCode

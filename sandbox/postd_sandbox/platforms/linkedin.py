@@ -40,8 +40,10 @@ Doc facts relied on (learn.microsoft.com/linkedin):
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +61,7 @@ from postd_sandbox.oauth import CodeProblem, OAuthProfile
 from postd_sandbox.platforms.base import (
     DEFAULT_FAULT_ERRORS,
     Directory,
+    Handshake,
     Person,
     Platform,
     SeedError,
@@ -400,6 +403,7 @@ class LinkedInPlatform(Platform):
             web.get(API + "/rest/organizationAcls", self.organization_acls),
             web.get(API + "/rest/organizations/{org_id}", self.get_organization),
             web.get(API + "/rest/organizationalEntityShareStatistics", self.share_statistics),
+            web.get(API + "/rest/socialActions/{urn}", self.social_actions),
         ]
 
     def error_body(self, spec: ErrorSpec, err: ApiError, request: web.Request) -> Any:
@@ -944,7 +948,39 @@ class LinkedInPlatform(Platform):
             {"paging": {"start": 0, "count": 10, "links": []}, "elements": elements}
         )
 
+    async def social_actions(self, request: web.Request) -> web.Response:
+        token = await self.authenticate(request)
+        self._check_versions(request, restli=False)
+        post = self._post_or_404(request, request.match_info["urn"])
+        if post.deleted or not self._can_read_as(request, token, post.account):
+            raise ApiError(errors.NOT_FOUND, path=request.path)
+        age = self.state(request).clock.now() - post.created_at
+        likes = metrics.cumulative(post.id, "likes", age)
+        comments = metrics.cumulative(post.id, "comments", age)
+        return web.json_response(
+            {
+                "target": post.id,
+                "likesSummary": {"totalLikes": likes, "likedByCurrentUser": False},
+                "commentsSummary": {
+                    "aggregatedTotalComments": comments,
+                    "totalFirstLevelComments": comments,
+                },
+            }
+        )
+
     # -- webhooks ---------------------------------------------------------------------
+
+    def handshake(self, state: SandboxState, url: str) -> Handshake | None:
+        code = str(uuid.uuid4())
+        expected = {
+            "challengeCode": code,
+            "challengeResponse": signing.linkedin_challenge_response(self.app.client_secret, code),
+        }
+        return Handshake(
+            params={"challengeCode": code},
+            expected_body=json.dumps(expected),
+            expect_json=True,
+        )
 
     def webhook(
         self,

@@ -843,6 +843,16 @@ class MailchimpPlatform(Platform):
             }
         )
 
+    def post_metrics(self, state: SandboxState, post: RecordedPost) -> dict[str, Any]:
+        d = self._dir(state)
+        campaign = d.campaigns.get(post.id)
+        if campaign is None or campaign.send_time is None:
+            return {}
+        sent = d.audiences[campaign.list_id].member_count
+        return {"emails_sent": sent} | report_figures(
+            campaign.id, sent, state.clock.now() - campaign.send_time
+        )
+
     # -- webhooks ---------------------------------------------------------------------
 
     def webhook(

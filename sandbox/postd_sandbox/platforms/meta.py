@@ -70,6 +70,7 @@ from postd_sandbox.oauth import (
 from postd_sandbox.platforms.base import (
     DEFAULT_FAULT_ERRORS,
     Directory,
+    Handshake,
     Person,
     Platform,
     SeedError,
@@ -1471,6 +1472,17 @@ class MetaPlatform(Platform):
                 "X-Hub-Signature": "sha1="
                 + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest(),
             },
+        )
+
+    def handshake(self, state: SandboxState, url: str) -> Handshake | None:
+        challenge = str(state.ids.next_int())
+        return Handshake(
+            params={
+                "hub.mode": "subscribe",
+                "hub.challenge": challenge,
+                "hub.verify_token": self.settings.meta_verify_token,
+            },
+            expected_body=challenge,
         )
 
     def _webhook_body(

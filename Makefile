@@ -8,7 +8,7 @@ STATE := .postd
 
 # Source roots put on the virtualenv's path (one .pth file); the same list feeds mypy.
 ROOTS := libs/common libs/protos sandbox services/gateway services/connectors \
-         services/vault services/publisher services/webhook-router services/health bench
+         services/vault services/publisher services/webhook-router services/health
 PROTO_SRC := $(shell find protos -name '*.proto' 2>/dev/null)
 
 .PHONY: help install protos up down test test-unit test-integration lint fmt lock bench clean
@@ -69,6 +69,12 @@ lock: $(VENV)/.installed
 
 bench: install
 	@$(PY) -m bench $(BENCH_ARGS)
+
+# Kubernetes manifests: build every overlay with `kubectl kustomize`, validate it offline
+# against the Kubernetes schemas and check the deployment policy (deploy/check.py).
+.PHONY: k8s-check
+k8s-check: $(VENV)/.installed
+	@$(PY) deploy/check.py
 
 clean:
 	rm -rf libs/protos/postd libs/protos/.stamp .mypy_cache .ruff_cache .pytest_cache

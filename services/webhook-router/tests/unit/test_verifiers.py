@@ -14,7 +14,13 @@ from postd_common.secrets import Secret
 from postd_sandbox import signing
 from postd_sandbox.platforms.meta import meta_signed_request
 
-from postd_webhook_router.domain.model import Challenge, InboundRequest, Rejection, Verdict, Verified
+from postd_webhook_router.domain.model import (
+    Challenge,
+    InboundRequest,
+    Rejection,
+    Verdict,
+    Verified,
+)
 from postd_webhook_router.domain.verifiers.google_pubsub import GooglePubSubVerifier
 from postd_webhook_router.domain.verifiers.linkedin import LinkedInVerifier
 from postd_webhook_router.domain.verifiers.mailchimp import MailchimpVerifier
@@ -63,7 +69,9 @@ meta = MetaVerifier((Secret(SECRET), Secret(OLD)), Secret("verify-me"))
 async def test_meta_signature_current_and_previous_secret_pass() -> None:
     for secret in (SECRET, OLD):
         sig = signing.meta_signature(secret, BODY)
-        assert isinstance(await meta.verify(req(headers={"X-Hub-Signature-256": sig}), NOW), Verified)
+        assert isinstance(
+            await meta.verify(req(headers={"X-Hub-Signature-256": sig}), NOW), Verified
+        )
 
 
 @pytest.mark.parametrize(
@@ -268,8 +276,9 @@ async def test_google_oidc_checks(rsa_key: Any) -> None:
             token(email="someone@else.com"),
             token(email_verified=False),
             token(issuer="https://evil.example"),
-            signing.google_oidc_token(signing.generate_rsa_key(), "k1", audience=AUDIENCE,
-                                      email=ACCOUNT),
+            signing.google_oidc_token(
+                signing.generate_rsa_key(), "k1", audience=AUDIENCE, email=ACCOUNT
+            ),
             signing.google_oidc_token(rsa_key, "unknown", audience=AUDIENCE, email=ACCOUNT),
         ],
         Verdict.REJECTED_STALE: [token(issued_at=NOW - 7200, lifetime=3600)],

@@ -89,8 +89,8 @@ async def _apply_fault(
         await asyncio.sleep(hang)
         raise ApiError(errors.TIMEOUT, status=fault.status)
     if fault.kind is FaultKind.LOST_RESPONSE:
-        # A refused call's answer is lost all the same.
-        with contextlib.suppress(ApiError):
+        # A refused call's (or a redirect's) answer is lost all the same.
+        with contextlib.suppress(ApiError, web.HTTPException):
             await handler(request)
         _drop_connection(request)
         # Ends the request without writing anything: the client sees a dropped
@@ -127,6 +127,12 @@ async def platform_middleware(request: web.Request, handler: Handler) -> web.Str
     except web.HTTPMethodNotAllowed:
         response = platform.error_response(
             request, ApiError(errors.NOT_FOUND, status=405, path=request.path)
+        )
+    except ValueError as exc:
+        # A malformed number or date in the request: the platform's bad-parameter error.
+        logger.info("bad parameter on %s %s: %s", request.method, request.path, exc)
+        response = platform.error_response(
+            request, ApiError(errors.INVALID_PARAM, detail=f"invalid parameter: {exc}")
         )
     platform.decorate(request, response, record)
     return response

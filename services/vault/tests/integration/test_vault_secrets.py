@@ -59,8 +59,9 @@ async def test_round_trip_keeps_every_field(vault: Vault, tenant: str) -> None:
     assert len(info.refresh_fingerprint) == 64 and "rt-1" not in info.refresh_fingerprint
 
 
-async def test_nothing_readable_is_stored(vault: Vault, tenant: str, pg_pool: asyncpg.Pool,
-                                          schema: str) -> None:
+async def test_nothing_readable_is_stored(
+    vault: Vault, tenant: str, pg_pool: asyncpg.Pool, schema: str
+) -> None:
     await vault.store_token_bundle("connectors", tenant, "conn-1", bundle("at-plain", "rt-plain"))
     row = await pg_pool.fetchrow(
         f"SELECT wrapped_key, ciphertext FROM {schema}.secrets WHERE tenant_id = $1", tenant
@@ -354,9 +355,7 @@ async def test_the_data_key_cache_skips_the_kms_and_forgets_shredded_keys(
     assert len(vault._cache) == 1  # noqa: SLF001 - only the vault's own fingerprint key
 
 
-async def test_without_the_cache_every_get_unwraps(
-    vault: Vault, local_kms, tenant: str
-) -> None:
+async def test_without_the_cache_every_get_unwraps(vault: Vault, local_kms, tenant: str) -> None:
     await vault.store_token_bundle("connectors", tenant, "conn-1", bundle())
     unwraps = local_kms.calls.get("unwrap", 0)
     for _ in range(3):

@@ -16,12 +16,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+
 from postd.vault.v1 import vault_pb2_grpc
 from postd_common import db
 from postd_common.grpcutil import GrpcServer, create_server, open_channel
 from postd_common.identity import IdentitySigner, IdentityVerifier
 from postd_common.testing import unique
-
 from postd_vault.adapters.postgres import PostgresSecretStore
 from postd_vault.app import MIGRATIONS
 from postd_vault.domain.cache import DataKeyCache
@@ -41,7 +41,8 @@ def load_support(name: str) -> ModuleType:
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, SUPPORT / f"{name}.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from postd.vault.v1 import vault_pb2, vault_pb2_grpc
 from postd_common.grpcutil import MD_ERROR_CODE, MD_RETRY_AFTER
 
@@ -44,8 +45,10 @@ async def test_connectors_store_and_get_a_bundle(
             tenant_id=tenant, connection_id="li-1", bundle=token_bundle()
         )
     )
-    assert stored.key_version == "v1" and stored.info.version == 1
-    assert stored.info.has_refresh_token and stored.info.scopes == ["w_member_social"]
+    assert stored.key_version == "v1"
+    assert stored.info.version == 1
+    assert stored.info.has_refresh_token
+    assert stored.info.scopes == ["w_member_social"]
     got = await connectors.GetTokenBundle(
         vault_pb2.GetTokenBundleRequest(tenant_id=tenant, connection_id="li-1")
     )
@@ -61,7 +64,8 @@ async def test_connectors_store_and_get_a_bundle(
             expected_version=got.info.version,
         )
     )
-    assert replaced.refresh_token_kept and replaced.info.version == 2
+    assert replaced.refresh_token_kept
+    assert replaced.info.version == 2
     stale = await status_of(
         connectors.ReplaceTokenBundle(
             vault_pb2.ReplaceTokenBundleRequest(
@@ -189,7 +193,8 @@ async def test_operator_manages_keys_and_reads_no_secret(
     operator = stub_for("operator")
     rotated = await operator.RotateKey(vault_pb2.RotateKeyRequest(reason="quarterly"))
     assert (rotated.primary.key_version, rotated.previous.key_version) == ("v2", "v1")
-    assert rotated.primary.primary and not rotated.previous.primary
+    assert rotated.primary.primary
+    assert not rotated.previous.primary
 
     status = await operator.GetRotationStatus(vault_pb2.GetRotationStatusRequest())
     assert status.state == vault_pb2.REWRAP_STATE_PENDING
@@ -210,7 +215,9 @@ async def test_operator_manages_keys_and_reads_no_secret(
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
 
     run = await operator.RunRewrap(vault_pb2.RunRewrapRequest(batch_size=1))
-    assert run.complete and run.rewrapped == status.total and run.batches == status.total
+    assert run.complete
+    assert run.rewrapped == status.total
+    assert run.batches == status.total
     disabled = await operator.DisableKeyVersion(
         vault_pb2.DisableKeyVersionRequest(key_version="1", reason="rotated")
     )
@@ -220,7 +227,8 @@ async def test_operator_manages_keys_and_reads_no_secret(
     rest = await operator.ListKeyVersions(
         vault_pb2.ListKeyVersionsRequest(page_token=versions.next_page_token)
     )
-    assert [v.key_version for v in rest.key_versions] == ["v1"] and not rest.next_page_token
+    assert [v.key_version for v in rest.key_versions] == ["v1"]
+    assert not rest.next_page_token
 
     refused = await status_of(
         operator.GetTokenBundle(

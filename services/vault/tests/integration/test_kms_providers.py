@@ -97,7 +97,8 @@ async def test_a_new_version_becomes_primary_and_old_keys_still_unwrap(
     wrapped_old = await provider.kms.wrap(data_key, aad("k", old), old)
 
     created = await provider.kms.create_version()
-    assert created.primary and created.state is KeyVersionState.ENABLED
+    assert created.primary
+    assert created.state is KeyVersionState.ENABLED
     after = await provider.kms.list_versions()
     assert [v.name for v in after] == [v.name for v in before] + [created.name]
     assert await provider.primary() == created.name
@@ -166,7 +167,8 @@ async def test_gcp_requests_carry_checksums_the_standin_verifies(
     data_key = secrets.token_bytes(32)
     wrapped = await gcp_kms.wrap(data_key, aad("crc"), version)
     assert await gcp_kms.unwrap(wrapped, aad("crc"), version) == data_key
-    assert standin.calls["encrypt"] == 1 and standin.calls["decrypt"] == 1
+    assert standin.calls["encrypt"] == 1
+    assert standin.calls["decrypt"] == 1
     # The pager followed nextPageToken across the stand-in's two-per-page listing.
     for _ in range(3):
         await gcp_kms.create_version()

@@ -14,9 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+
 from postd_common import errors
 from postd_common.secrets import Secret
-
 from postd_vault.adapters.postgres import PostgresSecretStore
 from postd_vault.domain.model import TokenBundle
 from postd_vault.domain.vault import Vault
@@ -127,14 +127,17 @@ async def test_rewrap_of_10000_secrets_while_reads_go_on(
         21,
         0,
     )
-    assert len(reads_at_batch) == 21 and reads_at_batch == sorted(reads_at_batch)
+    assert len(reads_at_batch) == 21
+    assert reads_at_batch == sorted(reads_at_batch)
     assert reads_at_batch[-1] - reads_at_batch[0] >= 100  # reads kept flowing between batches
 
     # Only the data keys changed: every payload is byte for byte what it was.
     payloads_after, keys_after = await payload_digest(pg_pool, schema, tenant)
-    assert payloads_after == payloads_before and keys_after != keys_before
+    assert payloads_after == payloads_before
+    assert keys_after != keys_before
     status = await vault.rotation_status()
-    assert status.complete and status.by_key_version == (("v2", 10_001),)
+    assert status.complete
+    assert status.by_key_version == (("v2", 10_001),)
 
     await vault.disable_key_version("operator", "v1", "rewrap complete")
     assert await read_all(vault, tenant, tokens) == []

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from postd_common import errors
-from postd_common.secrets import Secret
 from prometheus_client import REGISTRY
 
+from postd_common import errors
+from postd_common.secrets import Secret
 from postd_vault.adapters.postgres import PostgresSecretStore
 from postd_vault.domain.envelope import data_key_aad
-from postd_vault.domain.model import AuditAction, AuditQuery, TokenBundle
+from postd_vault.domain.model import AuditAction, AuditQuery, Scope, SecretAddress, TokenBundle
 from postd_vault.domain.vault import Vault
 from postd_vault.kms import KeyVersionDisabled
 
@@ -49,14 +49,16 @@ async def test_round_trip_keeps_every_field(vault: Vault, tenant: str) -> None:
     stored = await vault.store_token_bundle(
         "connectors", tenant, "conn-1", bundle(page_token="pg-secret")
     )
-    assert stored.stored.version == 1 and not stored.refresh_token_kept
+    assert stored.stored.version == 1
+    assert not stored.refresh_token_kept
     got, info = await vault.get_token_bundle("connectors", tenant, "conn-1")
     assert got.to_plaintext() == bundle(page_token="pg-secret").to_plaintext()
     assert got.extra["page_token"].reveal() == "pg-secret"
     assert info.scopes == ("pages_manage_posts", "pages_read_engagement")
     assert info.expires_at == EXPIRES
     assert info.refresh_fingerprint == vault.fingerprint(tenant, "conn-1", Secret("rt-1"))
-    assert len(info.refresh_fingerprint) == 64 and "rt-1" not in info.refresh_fingerprint
+    assert len(info.refresh_fingerprint) == 64
+    assert "rt-1" not in info.refresh_fingerprint
 
 
 async def test_nothing_readable_is_stored(
@@ -68,7 +70,8 @@ async def test_nothing_readable_is_stored(
     )
     assert row is not None
     for needle in (b"at-plain", b"rt-plain"):
-        assert needle not in row["wrapped_key"] and needle not in row["ciphertext"]
+        assert needle not in row["wrapped_key"]
+        assert needle not in row["ciphertext"]
 
 
 async def test_unknown_or_foreign_connection_is_not_found(vault: Vault, tenant: str) -> None:
@@ -90,7 +93,8 @@ async def test_a_row_moved_to_another_tenant_does_not_decrypt(
     )
     with pytest.raises(errors.DataLoss) as lost:
         await vault.get_token_bundle("connectors", thief, "conn-1")
-    assert "conn-1" in lost.value.message and "at-1" not in lost.value.message
+    assert "conn-1" in lost.value.message
+    assert "at-1" not in lost.value.message
     assert failures("data_key") == before + 1
     events = await vault.list_audit(
         AuditQuery(tenant_id=thief, actions=(AuditAction.DECRYPT_FAILED,))
@@ -154,7 +158,8 @@ async def test_an_empty_refresh_token_keeps_the_stored_one(vault: Vault, tenant:
     replaced = await vault.replace_token_bundle(
         "connectors", tenant, "conn-1", bundle("at-2", ""), expected_version=1
     )
-    assert replaced.refresh_token_kept and replaced.stored.version == 2
+    assert replaced.refresh_token_kept
+    assert replaced.stored.version == 2
     got, info = await vault.get_token_bundle("connectors", tenant, "conn-1")
     assert (got.access_token.reveal(), got.refresh_token.reveal()) == ("at-2", "rt-1")
     assert info.refresh_fingerprint == vault.fingerprint(tenant, "conn-1", Secret("rt-1"))
@@ -211,7 +216,8 @@ async def test_racing_refreshers_on_one_refresh_token_have_one_winner(
     winners = [o for o in outcomes if o != "lost"]
     assert len(winners) == 1
     got, info = await vault.get_token_bundle("connectors", tenant, "conn-1")
-    assert got.refresh_token.reveal() == winners[0] and info.version == 2
+    assert got.refresh_token.reveal() == winners[0]
+    assert info.version == 2
 
 
 async def test_crypto_shred_leaves_nothing_decryptable(
@@ -261,8 +267,6 @@ async def test_crypto_shred_leaves_nothing_decryptable(
     await vault.rotate("operator", "retire v1")
     await vault.run_rewrap("operator")
     await vault.disable_key_version("operator", "v1", "after shred")
-    from postd_vault.domain.model import Scope, SecretAddress  # noqa: PLC0415
-
     old = backup[0]
     address = SecretAddress(
         tenant, Scope(old["scope"]), old["kind"], old["connection_id"], old["name"]
@@ -350,9 +354,9 @@ async def test_the_data_key_cache_skips_the_kms_and_forgets_shredded_keys(
     for _ in range(5):
         await vault.get_token_bundle("connectors", tenant, "conn-1")
     assert local_kms.calls.get("unwrap", 0) == unwraps  # served from the cache
-    assert len(vault._cache) >= 1  # noqa: SLF001
+    assert len(vault._cache) >= 1
     await vault.delete_connection_secrets("connectors", tenant, "conn-1", "")
-    assert len(vault._cache) == 1  # noqa: SLF001 - only the vault's own fingerprint key
+    assert len(vault._cache) == 1  # only the vault's own fingerprint key
 
 
 async def test_without_the_cache_every_get_unwraps(vault: Vault, local_kms, tenant: str) -> None:

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from postd_common import db
-
 from postd_vault.adapters.postgres import PostgresSecretStore
 from postd_vault.domain.cache import DataKeyCache
 from postd_vault.domain.vault import Vault

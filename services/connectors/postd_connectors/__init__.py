@@ -1,1 +1,1 @@
-"""POSTD connectors service."""
+"""The connectors service: connections, OAuth flows, capability matrix, platform calls."""

@@ -1,4 +1,5 @@
-"""``python -m postd_gateway`` serves HTTP; ``bootstrap-dev-tenant`` creates the dev tenant."""
+"""``python -m postd_gateway`` serves HTTP; ``bootstrap-dev-tenant`` creates the dev tenant;
+``set-flag`` sets a feature flag's rollout stage (an operator action)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from postd_common.telemetry import setup_tracing
 from postd_gateway.adapters.postgres import TenantStore
 from postd_gateway.app import SPEC, create_app
 from postd_gateway.config import Settings, load_settings
-from postd_gateway.domain import digest_matches, issue_key, parse_key
+from postd_gateway.adapters.postgres import FlagStore
+from postd_gateway.domain import FLAG_STAGES, FeatureFlag, digest_matches, issue_key, parse_key
 
 log = get_logger("postd_gateway")
 
@@ -67,11 +69,28 @@ async def bootstrap_dev_tenant(settings: Settings, key_file: Path) -> None:
         await pool.close()
 
 
+async def set_flag(settings: Settings, flag: FeatureFlag) -> None:
+    await db.migrate_dsn(settings.common.database_url, "gateway", SPEC.migrations or Path())
+    pool = await db.create_pool(settings.common.database_url, max_size=2)
+    try:
+        await FlagStore(pool).set_flag(flag)
+        where = flag.integration or "every integration"
+        print(f"flag {flag.name} ({where}): {flag.stage}, beta {flag.beta_percent} %")
+    finally:
+        await pool.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m postd_gateway")
     sub = parser.add_subparsers(dest="command")
     boot = sub.add_parser("bootstrap-dev-tenant")
     boot.add_argument("--key-file", type=Path, required=True)
+    flag = sub.add_parser("set-flag", help="set a feature flag's rollout stage")
+    flag.add_argument("name")
+    flag.add_argument("--stage", choices=FLAG_STAGES, required=True)
+    flag.add_argument("--integration", default="", help="a platform; empty: all")
+    flag.add_argument("--beta-percent", type=int, default=10, choices=range(101), metavar="0-100")
+    flag.add_argument("--description", default="")
     args = parser.parse_args()
     settings = load_settings(os.environ) if args.command else None
 
@@ -79,6 +98,13 @@ def main() -> None:
         assert settings is not None
         key_file: Path = args.key_file
         run("gateway", lambda stop: bootstrap_dev_tenant(settings, key_file))
+        return
+    if args.command == "set-flag":
+        assert settings is not None
+        wanted = FeatureFlag(
+            args.name, args.integration, args.stage, args.beta_percent, args.description
+        )
+        run("gateway", lambda stop: set_flag(settings, wanted))
         return
 
     run("gateway", lambda stop: serve(load_settings(os.environ), stop))

@@ -1,0 +1,471 @@
+"""Inbound webhooks (raw pass-through to the webhook router), stored webhook events,
+outbound endpoints and their deliveries (webhook-router service)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from aiohttp import web
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from postd.webhook_router.v1 import webhook_router_pb2 as wr
+from postd_common.logging import get_logger
+from postd_gateway.pipeline import too_large
+from postd_gateway.problems import Problem
+from postd_gateway.protojson import SchemaRegistry, to_json
+from postd_gateway.resources.common import (
+    call_backend,
+    enum_param,
+    enums,
+    message_input,
+    no_content,
+    ok,
+    page_args,
+    string_param,
+)
+from postd_gateway.routing import (
+    Answer,
+    Body,
+    Call,
+    Param,
+    Reply,
+    Route,
+    page,
+    page_query,
+    page_schema,
+)
+
+log = get_logger(__name__)
+
+ID: Final = {"type": "string", "minLength": 1, "maxLength": 128}
+EVENT_TYPES: Final = {
+    "type": "array",
+    "items": {"type": "string", "pattern": "^[a-z][a-z0-9_.]{0,63}$"},
+    "maxItems": 50,
+    "uniqueItems": True,
+}
+# Never forwarded: a browser's session cookie has no business in a stored webhook.
+_DROP_HEADERS: Final = frozenset({"cookie"})
+
+
+# --------------------------------------------------------------------------- inbound
+
+
+async def inbound_webhook(call: Call) -> web.StreamResponse:
+    """Pass the request to the router untouched and answer what it says."""
+    request = call.request
+    limit = call.ports.settings.webhook_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    received = Timestamp()
+    received.FromDatetime(datetime.now(UTC))
+    headers = [
+        wr.HttpHeader(name=name.decode("latin-1"), value=value.decode("utf-8", errors="replace"))
+        for name, value in request.raw_headers
+        if name.decode("latin-1").lower() not in _DROP_HEADERS
+    ]
+    ingest = wr.IngestWebhookRequest(
+        http_method=request.method,
+        platform=call.path["platform"],
+        path_key=call.path.get("key", ""),
+        body=b"".join(chunks),
+        headers=headers,
+        query_string=request.query_string,
+        remote_addr=request.remote or "",
+        received_at=received,
+    )
+    answer = await call.ports.webhook_ingress.ingest(
+        ingest, timeout=call.ports.settings.backend_timeout_seconds
+    )
+    status = answer.http_status or 200
+    if not 200 <= status <= 599:
+        log.error("webhook router answered an impossible status", status=status)
+        raise Problem(502, "backend_error", "The webhook router gave no usable answer.")
+    response = web.Response(status=status, body=answer.body or None)
+    if answer.body:
+        response.headers["Content-Type"] = answer.content_type or "application/octet-stream"
+    for header in answer.headers:
+        if header.name.lower() not in ("content-length", "transfer-encoding", "connection"):
+            response.headers.add(header.name, header.value)
+    return response
+
+
+# --------------------------------------------------------------------------- events
+
+
+async def list_events(call: Call) -> Reply:
+    response = await call_backend(
+        call,
+        call.ports.backends.webhooks.ListWebhookEvents,
+        wr.ListWebhookEventsRequest(
+            tenant_id=call.tenant.tenant_id,
+            platform=call.query.get("platform", ""),
+            verdicts=enums(call.query.get("verdict"), wr.WebhookVerdict.DESCRIPTOR),
+            types=call.query.get("type", []),
+            connection_id=call.query.get("connection_id", ""),
+            **page_args(call),
+        ),
+        fields={"verdicts": "verdict", "types": "type"},
+    )
+    return Reply(body=page([to_json(e) for e in response.events], response.next_page_token))
+
+
+async def get_event(call: Call) -> Reply:
+    response = await call_backend(
+        call,
+        call.ports.backends.webhooks.GetWebhookEvent,
+        wr.GetWebhookEventRequest(
+            tenant_id=call.tenant.tenant_id,
+            event_id=call.path["event_id"],
+            include_body=bool(call.query.get("include_body", False)),
+        ),
+    )
+    return Reply(body=to_json(response.event))
+
+
+async def replay_events(call: Call) -> Reply:
+    body = call.body or {}
+    request = wr.ReplayWebhookEventsRequest(
+        tenant_id=call.tenant.tenant_id,
+        event_ids=body.get("event_ids", []),
+        platform=body.get("platform", ""),
+        types=body.get("types", []),
+        requested_by=call.tenant.actor,
+    )
+    if "received_after" in body or "received_before" in body:
+        window = message_input(
+            {
+                k: v
+                for k, v in (
+                    ("start_time", body.get("received_after")),
+                    ("end_time", body.get("received_before")),
+                )
+                if v is not None
+            },
+            type(request.received_window),
+            "received_after",
+        )
+        request.received_window.CopyFrom(window)
+    response = await call_backend(
+        call,
+        call.ports.backends.webhooks.ReplayWebhookEvents,
+        request,
+        fields={"received_window": "received_after"},
+    )
+    return Reply(body=to_json(response))
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+async def list_endpoints(call: Call) -> Reply:
+    response = await call_backend(
+        call,
+        call.ports.backends.webhooks.ListEndpoints,
+        wr.ListEndpointsRequest(tenant_id=call.tenant.tenant_id, **page_args(call)),
+    )
+    return Reply(body=page([to_json(e) for e in response.endpoints], response.next_page_token))
+
+
+async def create_endpoint(call: Call) -> Reply:
+    body = call.body or {}
+    response = await call_backend(
+        call,
+        call.ports.backends.webhooks.CreateEndpoint,
+        wr.CreateEndpointRequest(
+            tenant_id=call.tenant.tenant_id,
+            url=body["url"],
+            description=body.get("description", ""),
+            event_types=body.get("event_types", []),
+            created_by=call.tenant.actor,
+        ),
+    )
+    return Reply(
+        201, to_json(response), {"Location": f"/v1/webhook-endpoints/{response.endpoint.id}"}
+    )
+
+
+async def update_endpoint(call: Call) -> Reply:
+    body = call.body or {}
+    response = await call_backend(
+        call,
+        call.ports.backends.webhooks.UpdateEndpoint,
+        wr.UpdateEndpointRequest(
+            tenant_id=call.tenant.tenant_id,
+            endpoint_id=call.path["endpoint_id"],
+            url=body.get("url", ""),
+            description=body.get("description", ""),
+            event_types=body.get("event_types", []),
+            enabled=bool(body.get("enabled", False)),
+            update_mask=FieldMask(paths=sorted(body)),
+        ),
+    )
+    return Reply(body=to_json(response.endpoint))
+
+
+async def delete_endpoint(call: Call) -> Reply:
+    await call_backend(
+        call,
+        call.ports.backends.webhooks.DeleteEndpoint,
+        wr.DeleteEndpointRequest(
+            tenant_id=call.tenant.tenant_id, endpoint_id=call.path["endpoint_id"]
+        ),
+    )
+    return Reply(204)
+
+
+async def rotate_endpoint_secret(call: Call) -> Reply:
+    body = call.body or {}
+    request = wr.RotateEndpointSecretRequest(
+        tenant_id=call.tenant.tenant_id, endpoint_id=call.path["endpoint_id"]
+    )
+    if "overlap_seconds" in body:
+        request.overlap.seconds = int(body["overlap_seconds"])
+    response = await call_backend(call, call.ports.backends.webhooks.RotateEndpointSecret, request)
+    return Reply(body=to_json(response))
+
+
+async def list_deliveries(call: Call) -> Reply:
+    response = await call_backend(
+        call,
+        call.ports.backends.webhooks.ListDeliveries,
+        wr.ListDeliveriesRequest(
+            tenant_id=call.tenant.tenant_id,
+            endpoint_id=call.query.get("endpoint_id", ""),
+            states=enums(call.query.get("state"), wr.DeliveryState.DESCRIPTOR),
+            event_type=call.query.get("event_type", ""),
+            **page_args(call),
+        ),
+        fields={"states": "state"},
+    )
+    return Reply(body=page([to_json(d) for d in response.deliveries], response.next_page_token))
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False}
+    schema["properties"] = properties
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def routes(reg: SchemaRegistry) -> list[Route]:
+    event = reg.ref(wr.WebhookEvent.DESCRIPTOR)
+    endpoint = reg.ref(wr.Endpoint.DESCRIPTOR)
+    url = {"type": "string", "format": "uri", "minLength": 8, "maxLength": 2048}
+    raw_answers = [
+        Answer(200, "What the webhook router decided (a challenge, or an empty ack).", {}, "*/*"),
+        Answer(401, "Signature missing, wrong or stale.", {}, "*/*"),
+        Answer(403, "A handshake with the wrong verify token.", {}, "*/*"),
+        Answer(404, "No such platform or path key.", {}, "*/*"),
+        Answer(400, "Signed correctly but unparseable.", {}, "*/*"),
+    ]
+    inbound = [
+        Route(
+            method,
+            path,
+            inbound_webhook,
+            f"inboundWebhook{method.title()}{'Key' if 'key' in path else ''}",
+            "Platform webhook (raw pass-through)",
+            "webhooks",
+            raw_answers,
+            access="public",
+            raw=True,
+            open_query=True,
+            description="Unauthenticated: the webhook router verifies each platform's "
+            "signature. The body is passed byte for byte; size-limited.",
+        )
+        for path in ("/webhooks/{platform}", "/webhooks/{platform}/{key}")
+        for method in ("GET", "POST")
+    ]
+    return [
+        *inbound,
+        Route(
+            "GET",
+            "/v1/webhook-events",
+            list_events,
+            "listWebhookEvents",
+            "List received webhook events",
+            "webhooks",
+            [Answer(200, "A page of events, newest first.", page_schema(event))],
+            query=page_query(
+                (
+                    string_param("platform", "Only this platform."),
+                    enum_param("verdict", wr.WebhookVerdict.DESCRIPTOR, "Only these verdicts."),
+                    string_param("type", "Only events that yielded these types.", repeated=True),
+                    string_param("connection_id", "Only this connection."),
+                )
+            ),
+        ),
+        Route(
+            "GET",
+            "/v1/webhook-events/{event_id}",
+            get_event,
+            "getWebhookEvent",
+            "Get a received webhook event",
+            "webhooks",
+            [Answer(200, "The event.", event)],
+            query=(Param("include_body", {"type": "boolean"}, "Include the raw body (base64)."),),
+        ),
+        Route(
+            "POST",
+            "/v1/webhook-events/replay",
+            replay_events,
+            "replayWebhookEvents",
+            "Replay received webhook events",
+            "webhooks",
+            [ok(reg, wr.ReplayWebhookEventsResponse.DESCRIPTOR, "How many were re-emitted.")],
+            role="admin",
+            body=Body(
+                {
+                    "oneOf": [
+                        _object(
+                            {
+                                "event_ids": {
+                                    "type": "array",
+                                    "items": ID,
+                                    "minItems": 1,
+                                    "maxItems": 500,
+                                }
+                            },
+                            ("event_ids",),
+                        ),
+                        _object(
+                            {
+                                "platform": ID,
+                                "received_after": {"type": "string", "format": "date-time"},
+                                "received_before": {"type": "string", "format": "date-time"},
+                                "types": EVENT_TYPES,
+                            },
+                            ("platform", "received_after"),
+                        ),
+                    ]
+                },
+                description="Either `event_ids`, or a `platform` with a time range.",
+            ),
+        ),
+        Route(
+            "GET",
+            "/v1/webhook-endpoints",
+            list_endpoints,
+            "listWebhookEndpoints",
+            "List outbound webhook endpoints",
+            "webhooks",
+            [Answer(200, "A page of endpoints, newest first.", page_schema(endpoint))],
+            query=page_query(),
+        ),
+        Route(
+            "POST",
+            "/v1/webhook-endpoints",
+            create_endpoint,
+            "createWebhookEndpoint",
+            "Register an outbound webhook endpoint",
+            "webhooks",
+            [
+                ok(
+                    reg,
+                    wr.CreateEndpointResponse.DESCRIPTOR,
+                    "The endpoint and its signing secret, shown this once (a replay of the "
+                    "same Idempotency-Key answers `signing_secret: null`).",
+                    201,
+                )
+            ],
+            role="admin",
+            body=Body(
+                _object(
+                    {
+                        "url": url,
+                        "description": {"type": "string", "maxLength": 500},
+                        "event_types": EVENT_TYPES,
+                    },
+                    ("url",),
+                )
+            ),
+            creates=True,
+            shown_once=("signing_secret",),
+        ),
+        Route(
+            "PATCH",
+            "/v1/webhook-endpoints/{endpoint_id}",
+            update_endpoint,
+            "updateWebhookEndpoint",
+            "Change an outbound webhook endpoint",
+            "webhooks",
+            [Answer(200, "The endpoint after the change.", endpoint)],
+            role="admin",
+            body=Body(
+                {
+                    **_object(
+                        {
+                            "url": url,
+                            "description": {"type": "string", "maxLength": 500},
+                            "event_types": EVENT_TYPES,
+                            "enabled": {"type": "boolean"},
+                        }
+                    ),
+                    "minProperties": 1,
+                }
+            ),
+        ),
+        Route(
+            "DELETE",
+            "/v1/webhook-endpoints/{endpoint_id}",
+            delete_endpoint,
+            "deleteWebhookEndpoint",
+            "Delete an outbound webhook endpoint",
+            "webhooks",
+            [no_content("Deleted, with its pending deliveries and secrets.")],
+            role="admin",
+        ),
+        Route(
+            "POST",
+            "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+            rotate_endpoint_secret,
+            "rotateWebhookEndpointSecret",
+            "Rotate an endpoint's signing secret",
+            "webhooks",
+            [
+                ok(
+                    reg,
+                    wr.RotateEndpointSecretResponse.DESCRIPTOR,
+                    "The new signing secret, shown this once.",
+                )
+            ],
+            role="admin",
+            body=Body(
+                _object({"overlap_seconds": {"type": "integer", "minimum": 0, "maximum": 604800}}),
+                required=False,
+            ),
+        ),
+        Route(
+            "GET",
+            "/v1/webhook-deliveries",
+            list_deliveries,
+            "listWebhookDeliveries",
+            "List outbound deliveries",
+            "webhooks",
+            [
+                Answer(
+                    200,
+                    "A page of deliveries, newest first.",
+                    page_schema(reg.ref(wr.Delivery.DESCRIPTOR)),
+                )
+            ],
+            query=page_query(
+                (
+                    string_param("endpoint_id", "Only this endpoint."),
+                    enum_param("state", wr.DeliveryState.DESCRIPTOR, "Only these states."),
+                    string_param("event_type", "Only this event type."),
+                )
+            ),
+        ),
+    ]

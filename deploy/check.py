@@ -92,14 +92,14 @@ def schema_problems(obj: Obj) -> list[str] | None:
 def pod_spec(obj: Obj) -> Obj | None:
     """The pod spec a workload object runs, if it is one."""
     kind = obj.get("kind")
-    spec = obj.get("spec") or {}
-    if kind == "Pod":
-        return spec
+    spec: Obj = obj.get("spec") or {}
     if kind == "CronJob":
-        return spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
-    if kind in (*LONG_RUNNING, "ReplicaSet", "Job"):
-        return spec.get("template", {}).get("spec")
-    return None
+        spec = spec.get("jobTemplate", {}).get("spec", {})
+    elif kind not in (*LONG_RUNNING, "ReplicaSet", "Job", "Pod"):
+        return None
+    if kind != "Pod":
+        spec = spec.get("template", {}).get("spec") or {}
+    return spec or None
 
 
 def pod_labels(obj: Obj) -> Mapping[str, str]:
@@ -187,6 +187,18 @@ def policy_problems(objects: Sequence[Obj]) -> list[tuple[str, str]]:
     budgets = [o for o in objects if o.get("kind") == "PodDisruptionBudget"]
     workloads = {(o.get("kind"), o["metadata"]["name"]) for o in objects if pod_spec(o)}
 
+    long_running = [o for o in objects if o.get("kind") in LONG_RUNNING]
+
+    def own_policy(policy: Obj, workload: Obj) -> bool:
+        """Selects this workload's pods, and not those of every other one (as the
+        default-deny and the namespace-wide allow rules do)."""
+        selector = policy["spec"].get("podSelector")
+        ns = namespace_of(workload)
+        if namespace_of(policy) != ns or not selects(selector, pod_labels(workload)):
+            return False
+        others = [o for o in long_running if o is not workload and namespace_of(o) == ns]
+        return not others or not all(selects(selector, pod_labels(o)) for o in others)
+
     for obj in objects:
         kind = str(obj.get("kind"))
         spec = pod_spec(obj)
@@ -196,12 +208,7 @@ def policy_problems(objects: Sequence[Obj]) -> list[tuple[str, str]]:
         if kind in LONG_RUNNING:
             labels = pod_labels(obj)
             ns = namespace_of(obj)
-            if not any(
-                namespace_of(p) == ns
-                and (p["spec"].get("podSelector") or {})
-                and selects(p["spec"].get("podSelector"), labels)
-                for p in policies
-            ):
+            if not any(own_policy(p, obj) for p in policies):
                 found.append((name_of(obj), "no NetworkPolicy of its own selects its pods"))
             if not any(
                 namespace_of(b) == ns and selects(b["spec"].get("selector"), labels)
@@ -214,7 +221,7 @@ def policy_problems(objects: Sequence[Obj]) -> list[tuple[str, str]]:
             if wanted not in workloads:
                 found.append((name_of(obj), f"scales {wanted[0]}/{wanted[1]}, which is not here"))
 
-    namespaces = {namespace_of(o) for o in objects if o.get("kind") in LONG_RUNNING}
+    namespaces = {namespace_of(o) for o in long_running}
     for ns in sorted(namespaces):
         if not any(
             namespace_of(p) == ns

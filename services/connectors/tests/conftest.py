@@ -1,9 +1,10 @@
 """Fixtures: the connectors service on real PostgreSQL, the real broker, the platform
 sandbox over real HTTP, and its gRPC servicer on a real port with service identities.
 
-The vault: when ``postd_vault`` is importable its real servicer runs in-process;
-until then an in-memory TokenStore with the vault's semantics stands in (see
-``postd_connectors.testing``).
+The vault: when ``postd_vault`` is importable its real servicer runs in-process (on
+its own schema, a fresh local keyring, real gRPC with service identities) and
+connectors reach it through its contract; otherwise an in-memory TokenStore with the
+vault's semantics stands in (``postd_connectors.testing``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from postd_common.kafka import EventProducer, KafkaSettings, TopicSpec, ensure_t
 from postd_common.testing import TestInfra, unique
 from postd_connectors import convert
 from postd_connectors.adapters.postgres import OutboxRelay, PostgresConnections
+from postd_connectors.adapters.vault import VaultTokenStore
 from postd_connectors.app import PACKAGE, build_service
 from postd_connectors.config import Settings, load_settings
 from postd_connectors.domain.service import ConnectorsService
@@ -108,6 +110,71 @@ async def producer(kafka_settings: KafkaSettings) -> AsyncIterator[EventProducer
     await made.close()
 
 
+@dataclass
+class VaultHandle:
+    """The real vault servicer, in-process, on its own schema."""
+
+    address: str
+    schema: str
+    server: Any
+
+    async def live_bundles(self, pool: asyncpg.Pool, tenant_id: str) -> int:
+        return int(
+            await pool.fetchval(
+                f"SELECT count(*) FROM {self.schema}.secrets "
+                "WHERE tenant_id = $1 AND scope = 'token_bundle' AND state = 'live'",
+                tenant_id,
+            )
+        )
+
+
+@pytest.fixture(scope="session")
+async def vault(
+    infra: TestInfra,
+    pg_pool: asyncpg.Pool,
+    identity_dir: Path,
+    verifier_for: Callable[[str], IdentityVerifier],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[VaultHandle | None]:
+    try:
+        from postd_vault.app import MIGRATIONS, build
+        from postd_vault.config import load_settings as vault_settings
+    except ImportError:
+        yield None
+        return
+    from postd_common.bootstrap import Runtime
+
+    schema = unique("vault_for_connectors").replace("-", "_")
+    await db.migrate_dsn(infra.dsn, schema, MIGRATIONS)
+    keyring = tmp_path_factory.mktemp("vault") / "keyring.json"
+    settings = vault_settings(
+        {
+            "POSTD_ENV": "test",
+            "DATABASE_URL": infra.dsn,
+            "POSTD_VAULT_KEYRING_FILE": str(keyring),
+            "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "vault.key"),
+            "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
+        }
+    )
+    runtime = Runtime(
+        settings=settings.common, pool=pg_pool, producer=None, signer=None, verifier=None
+    )
+    parts = await build(runtime, settings, schema=schema)
+    server = create_server(
+        service="vault",
+        address="127.0.0.1:0",
+        register=parts.register,
+        service_names=parts.service_names,
+        verifier=verifier_for("vault"),
+        policy=parts.policy,
+    )
+    await server.start()
+    yield VaultHandle(f"127.0.0.1:{server.port}", schema, server)
+    await server.stop(0)
+    for close in parts.on_close:
+        await close()
+
+
 @pytest.fixture
 async def sandbox() -> AsyncIterator[RunningSandbox]:
     running = await start_sandbox()
@@ -125,7 +192,14 @@ class Harness:
     repo: PostgresConnections
     relay: OutboxRelay
     pool: asyncpg.Pool
+    vault: VaultHandle | None
     stubs: dict[str, connectors_pb2_grpc.ConnectorsServiceStub] = field(default_factory=dict)
+
+    async def stored_bundles(self, tenant_id: str) -> int:
+        """Token bundles the vault holds for a tenant."""
+        if self.vault is not None:
+            return await self.vault.live_bundles(self.pool, tenant_id)
+        return sum(1 for (t, _) in self.tokens.bundles if t == tenant_id)
 
     def stub(self, caller: str = "gateway") -> connectors_pb2_grpc.ConnectorsServiceStub:
         return self.stubs[caller]
@@ -235,6 +309,7 @@ async def harness(
     signer_for: Callable[[str], IdentitySigner],
     verifier_for: Callable[[str], IdentityVerifier],
     harness_env: dict[str, str],
+    vault: VaultHandle | None,
 ) -> AsyncIterator[Harness]:
     settings = make_settings(
         infra, sandbox, media_server, events_topic, identity_dir, **harness_env
@@ -245,7 +320,15 @@ async def harness(
         pg_pool, lambda t, v, k, h: producer.produce(t, v, key=k, headers=h), idle_seconds=0.05
     )
     repo = PostgresConnections(pg_pool, convert.event_encoder(events_topic), relay.wake.set)
-    tokens = InMemoryTokenStore()
+    vault_channel = None
+    tokens: Any
+    if vault is not None:
+        vault_channel = open_channel(
+            vault.address, signer=signer_for("connectors"), audience="vault"
+        )
+        tokens = VaultTokenStore(vault_channel)
+    else:
+        tokens = InMemoryTokenStore()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.http_timeout))
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     service = build_service(settings, repo=repo, tokens=tokens, session=session)
@@ -273,6 +356,7 @@ async def harness(
         repo=repo,
         relay=relay,
         pool=pg_pool,
+        vault=vault,
         stubs={k: connectors_pb2_grpc.ConnectorsServiceStub(c) for k, c in channels.items()},
     )
     try:
@@ -280,6 +364,8 @@ async def harness(
     finally:
         for channel in channels.values():
             await channel.close()
+        if vault_channel is not None:
+            await vault_channel.close()
         await server.stop(0)
         await session.close()
         await http.close()

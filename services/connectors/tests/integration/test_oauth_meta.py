@@ -53,6 +53,7 @@ async def test_facebook_dance_stores_tokens_in_the_vault_only(harness: Any, tena
     assert "pages_manage_posts" in coffee.connection.scopes
     assert list(result.missing_scopes) == []
     # The Page token and the long-lived user token it derives from are in the vault...
+    assert await harness.stored_bundles(tenant) == 2
     stored = await harness.tokens.get(tenant, coffee.connection.id)
     page_token = stored.bundle.access_token.reveal()
     user_token = stored.bundle.extra["user_access_token"].reveal()
@@ -129,7 +130,7 @@ async def test_forged_state_is_refused_and_nothing_stored(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "start connecting again" in error.details()
     assert await _count(harness, tenant) == 0
-    assert harness.tokens.bundles == {}
+    assert await harness.stored_bundles(tenant) == 0
 
 
 async def test_reused_state_is_refused(harness: Any, tenant: str, rpc_error: Any) -> None:
@@ -174,7 +175,7 @@ async def test_denied_consent_is_refused_in_plain_words(
     assert "declined" in error.details()
     assert "nothing was connected" in error.details()
     assert await _count(harness, tenant) == 0
-    assert harness.tokens.bundles == {}
+    assert await harness.stored_bundles(tenant) == 0
 
 
 async def test_pkce_mismatch_is_refused_and_nothing_stored(
@@ -198,7 +199,7 @@ async def test_pkce_mismatch_is_refused_and_nothing_stored(
     assert "PKCE" in error.details()
     assert "Nothing was connected" in error.details()
     assert await _count(harness, tenant) == 0
-    assert harness.tokens.bundles == {}
+    assert await harness.stored_bundles(tenant) == 0
 
 
 async def test_partial_consent_reports_missing_scopes(harness: Any, tenant: str) -> None:

@@ -116,9 +116,15 @@ class IdentitySigner:
 class IdentityVerifier:
     """Verifies callers' tokens against the trusted public keys."""
 
+    # Verified tokens are remembered until they expire: a caller reuses its token for
+    # half its life, so every call after the first skips the signature check (which
+    # costs more than many handlers). Bounded; cleared when full.
+    _CACHE_LIMIT = 4096
+
     def __init__(self, service: str, trusted: Mapping[str, Ed25519PublicKey]) -> None:
         self.service = service
         self._trusted = dict(trusted)
+        self._verified: dict[str, tuple[str, float]] = {}
 
     @classmethod
     def from_dir(cls, service: str, trust_dir: Path) -> IdentityVerifier:
@@ -135,6 +141,14 @@ class IdentityVerifier:
         """Return the caller's service name, or raise :class:`IdentityError`."""
         if not token:
             raise IdentityError("no service identity presented")
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached[1] + _LEEWAY_SECONDS > time.time():
+                return cached[0]
+            del self._verified[token]
+        return self._verify_signed(token)
+
+    def _verify_signed(self, token: str) -> str:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
@@ -144,7 +158,7 @@ class IdentityVerifier:
         if key is None:
             raise IdentityError(f"unknown service {issuer!r}")
         try:
-            jwt.decode(
+            claims = jwt.decode(
                 token,
                 key,
                 algorithms=["EdDSA"],
@@ -155,6 +169,9 @@ class IdentityVerifier:
             )
         except jwt.PyJWTError as exc:
             raise IdentityError(f"identity token rejected: {exc}") from exc
+        if len(self._verified) >= self._CACHE_LIMIT:
+            self._verified.clear()
+        self._verified[token] = (str(issuer), float(claims["exp"]))
         return str(issuer)
 
 

@@ -57,3 +57,44 @@ def test_expired_token_is_refused(keys: Path) -> None:
 
 def test_private_key_file_is_owner_only(keys: Path) -> None:
     assert (keys / "vault.key").stat().st_mode & 0o077 == 0
+
+
+def test_a_verified_token_is_remembered_until_it_expires(
+    keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signer = IdentitySigner.from_file("connectors", keys / "connectors.key")
+    vault = IdentityVerifier.from_dir("vault", keys)
+    token = signer.token_for("vault")
+    assert vault.verify(token) == "connectors"
+
+    def no_signature_checks(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached token was verified again")
+
+    # The second call is answered from the cache, without decoding the token again.
+    monkeypatch.setattr(jwt, "decode", no_signature_checks)
+    assert vault.verify(token) == "connectors"
+    monkeypatch.undo()
+
+    # Past its expiry (and the leeway) the cache no longer answers: the token goes
+    # through full verification again (where PyJWT refuses an expired one).
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def recording_decode(token: str, *args: object, **kwargs: object) -> object:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", recording_decode)
+    assert vault.verify(token) == "connectors"
+    assert decoded == [token, token]  # read the issuer, then check the signature
+
+
+def test_a_refused_token_is_not_remembered(keys: Path) -> None:
+    vault = IdentityVerifier.from_dir("vault", keys)
+    impostor = IdentitySigner("connectors", Ed25519PrivateKey.generate())
+    token = impostor.token_for("vault")
+    for _ in range(2):
+        with pytest.raises(IdentityError, match="rejected"):
+            vault.verify(token)

@@ -53,8 +53,7 @@ def worker(
                 failures += 1
                 delay = min(30.0, 0.2 * 2**failures)
                 log.warning(
-                    f"{name} batch failed; retrying",
-                    error=f"{type(exc).__name__}: {exc}",
+                    f"{name} batch failed; retrying: {type(exc).__name__}: {exc}",
                     retry_in=delay,
                 )
                 await _sleep_or_stop(stop, delay)

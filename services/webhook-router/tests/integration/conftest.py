@@ -22,6 +22,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from confluent_kafka import Consumer
+
+from postd.connectors.v1 import connectors_pb2, connectors_pb2_grpc
+from postd.webhook_router.v1 import webhook_router_pb2_grpc
 from postd_common import db
 from postd_common.bootstrap import Runtime, serve
 from postd_common.devinfra import free_port
@@ -31,9 +34,6 @@ from postd_common.kafka import EventProducer, KafkaSettings
 from postd_common.testing import TestInfra, unique
 from postd_sandbox.app import create_app as sandbox_app
 from postd_sandbox.config import load_settings as sandbox_settings
-
-from postd.connectors.v1 import connectors_pb2, connectors_pb2_grpc
-from postd.webhook_router.v1 import webhook_router_pb2_grpc
 from postd_webhook_router.app import SPEC, Overrides, TopicNames, build
 from postd_webhook_router.config import load_settings
 from postd_webhook_router.http_passthrough import webhook_passthrough

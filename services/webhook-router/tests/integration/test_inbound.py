@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from postd_sandbox import signing
 
 from postd.events.v1 import webhook_event_pb2
 from postd.webhook_router.v1 import webhook_router_pb2 as pb
+from postd_sandbox import signing
 
 from .conftest import Stack
 
@@ -28,22 +28,20 @@ GOOGLE_AUDIENCE = "https://hooks.postd.test/webhooks/google"
 
 
 async def sandbox_send(stack: Stack, **request: Any) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{stack.sandbox_url}/_sandbox/webhooks/send", json=request
-        ) as response:
-            assert response.status == 200, await response.text()
-            result: dict[str, Any] = await response.json()
-            return result
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{stack.sandbox_url}/_sandbox/webhooks/send", json=request
+    ) as response:
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
 
 
 async def replay_raw(url: str, sent: dict[str, Any], method: str = "POST") -> int:
     """Send the exact bytes and headers of an earlier delivery again (a platform retry)."""
-    async with aiohttp.ClientSession() as session:
-        async with session.request(
-            method, url, data=sent["raw"].encode(), headers=sent["headers"]
-        ) as response:
-            return response.status
+    async with aiohttp.ClientSession() as session, session.request(
+        method, url, data=sent["raw"].encode(), headers=sent["headers"]
+    ) as response:
+        return response.status
 
 
 async def stored_by_body(stack: Stack, raw: str) -> list[dict[str, Any]]:

@@ -10,10 +10,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+
 from postd_common.secrets import Secret
 from postd_sandbox import signing
 from postd_sandbox.platforms.meta import meta_signed_request
-
 from postd_webhook_router.domain.model import (
     Challenge,
     InboundRequest,

@@ -8,6 +8,7 @@ without secrets) is the same for all platforms.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import time
@@ -167,10 +168,10 @@ class PlatformHttp:
         if accepted:
             return response
         raw = self._read_error(response)
-        if raw.retry_after is None:
-            header = parse_retry_after(response.header("Retry-After"))
-            if header is not None:
-                raw = RawFailure(**{**raw.__dict__, "retry_after": header})
+        # Retry-After, when sent, is the most precise hint; body hints come second.
+        header = parse_retry_after(response.header("Retry-After"))
+        if header is not None:
+            raw = dataclasses.replace(raw, retry_after=header)
         failure = self.failure(raw, account=account)
         log.info(
             "platform refused",

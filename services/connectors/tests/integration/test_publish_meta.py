@@ -133,7 +133,7 @@ async def test_failed_instagram_media_is_content_rejected(
     assert await harness.posts(platform="meta", account=COFFEE_IG) == []
 
 
-FAULTS = [
+FAULTS: list[tuple[dict[str, Any], int]] = [
     ({"kind": "rate_limit", "retry_after": 30}, common_pb2.ERROR_CATEGORY_RATE_LIMITED),
     ({"kind": "server_error"}, common_pb2.ERROR_CATEGORY_TRANSIENT),
     ({"kind": "outage"}, common_pb2.ERROR_CATEGORY_PLATFORM_OUTAGE),

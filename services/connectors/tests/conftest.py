@@ -176,8 +176,14 @@ async def vault(
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    running = await start_sandbox()
+def sandbox_overrides() -> dict[str, Any]:
+    """Sandbox settings for a test module (override the fixture to change them)."""
+    return {}
+
+
+@pytest.fixture
+async def sandbox(sandbox_overrides: dict[str, Any]) -> AsyncIterator[RunningSandbox]:
+    running = await start_sandbox(**sandbox_overrides)
     yield running
     await running.close()
 

@@ -349,7 +349,12 @@ class LinkedInConnector:
             "lifecycleState": "PUBLISHED",
             "isReshareDisabledByAuthor": False,
         }
-        images = [m for m in content.media if m.effective_kind in (MediaKind.IMAGE, MediaKind.GIF)]
+        # Media of unknown kind are taken as images (the pre-flight checked them).
+        images = [
+            m
+            for m in content.media
+            if m.effective_kind not in (MediaKind.VIDEO, MediaKind.DOCUMENT)
+        ]
         if images:
             uploaded = [u for u in request.progress.get("images", "").split(",") if u]
             if len(uploaded) != len(images):

@@ -510,7 +510,12 @@ class FacebookConnector(_MetaConnector):
                 "published": "false",
                 "scheduled_publish_time": str(int(request.scheduled_at.timestamp())),
             }
-        images = [m for m in content.media if m.effective_kind in (MediaKind.IMAGE, MediaKind.GIF)]
+        # Media of unknown kind are taken as images (the pre-flight checked them).
+        images = [
+            m
+            for m in content.media
+            if m.effective_kind not in (MediaKind.VIDEO, MediaKind.DOCUMENT)
+        ]
         if len(images) == 1 and not request.scheduled_at:
             response = await self._call(
                 ctx,

@@ -14,10 +14,9 @@ from postd_common import db
 from postd_common.logging import configure_logging, get_logger
 from postd_common.service import run
 from postd_common.telemetry import setup_tracing
-from postd_gateway.adapters.postgres import TenantStore
+from postd_gateway.adapters.postgres import FlagStore, TenantStore
 from postd_gateway.app import SPEC, create_app
 from postd_gateway.config import Settings, load_settings
-from postd_gateway.adapters.postgres import FlagStore
 from postd_gateway.domain import FLAG_STAGES, FeatureFlag, digest_matches, issue_key, parse_key
 
 log = get_logger("postd_gateway")

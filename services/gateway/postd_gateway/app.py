@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.instrumentation.aiohttp_server import create_aiohttp_middleware
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from postd.connectors.v1.connectors_pb2_grpc import ConnectorsServiceStub
@@ -48,7 +48,7 @@ from postd_gateway.config import Settings
 from postd_gateway.jwks import JwksVerifier
 from postd_gateway.openapi import build_document, render_docs
 from postd_gateway.pipeline import PORTS, REQUEST_EXTRA_HEADERS, REQUEST_PRINCIPAL, RouteHandler
-from postd_gateway.ports import GrpcWebhookIngress, Ports, WebhookIngress
+from postd_gateway.ports import Ports
 from postd_gateway.problems import PROBLEM_JSON, Problem
 from postd_gateway.protojson import SchemaRegistry
 from postd_gateway.ratelimit import RateLimiter
@@ -232,14 +232,14 @@ async def _every(seconds: float, work: Callable[[], Awaitable[Any]], what: str) 
             log.warning("background task failed", task=what, error=type(exc).__name__)
 
 
-def create_app(
-    settings: Settings, *, webhook_ingress: WebhookIngress | None = None
-) -> web.Application:
-    """App factory. ``webhook_ingress`` replaces the gRPC pass-through of inbound
-    webhooks (the webhook router's own handler, when it offers one)."""
+def create_app(settings: Settings) -> web.Application:
+    """App factory: routes and documents now, resources in the cleanup context."""
+    # Once per process: from here on every web.Application opens a server span per
+    # request (the instrumentation's middleware goes first, so spans cover ours).
+    AioHttpServerInstrumentor().instrument()  # type: ignore[no-untyped-call]
     app = web.Application(
         client_max_size=max(settings.max_body_bytes, settings.webhook_max_body_bytes),
-        middlewares=[create_aiohttp_middleware(), problems_middleware],
+        middlewares=[problems_middleware],
     )
     app[SETTINGS] = settings
     registry = SchemaRegistry()
@@ -249,7 +249,7 @@ def create_app(
     app[DOCS] = render_docs(document)
     components = document["components"]["schemas"]
     for route in routes:
-        app.router.add_route(route.method, route.path, RouteHandler(route, components))
+        app.router.add_route(route.method, route.path, RouteHandler(route, components).handle)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await db.migrate_dsn(
@@ -292,7 +292,6 @@ def create_app(
             flags=FlagStore(pool),
             authenticator=authenticator,
             limiter=limiter,
-            webhook_ingress=webhook_ingress or GrpcWebhookIngress(backends),
         )
         app[CHECKS] = {
             **healthz.backend_checks(settings.backends),

@@ -57,7 +57,7 @@ class RouteHandler:
         )
         self._params = {p.name: (p, BodyValidator(p.schema, components)) for p in route.query}
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         route = self.route
         ports = request.app[PORTS]
         principal: Principal | None = None

@@ -3,17 +3,13 @@ outbound endpoints and their deliveries (webhook-router service)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
 from google.protobuf.field_mask_pb2 import FieldMask
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from postd.webhook_router.v1 import webhook_router_pb2 as wr
 from postd_common.logging import get_logger
-from postd_gateway.pipeline import too_large
-from postd_gateway.problems import Problem
 from postd_gateway.protojson import SchemaRegistry, to_json
 from postd_gateway.resources.common import (
     call_backend,
@@ -36,6 +32,7 @@ from postd_gateway.routing import (
     page_query,
     page_schema,
 )
+from postd_webhook_router.http_passthrough import passthrough
 
 log = get_logger(__name__)
 
@@ -46,57 +43,22 @@ EVENT_TYPES: Final = {
     "maxItems": 50,
     "uniqueItems": True,
 }
-# Never forwarded: a browser's session cookie has no business in a stored webhook.
-_DROP_HEADERS: Final = frozenset({"cookie"})
 
 
 # --------------------------------------------------------------------------- inbound
 
 
 async def inbound_webhook(call: Call) -> web.StreamResponse:
-    """Pass the request to the router untouched and answer what it says."""
-    request = call.request
-    limit = call.ports.settings.webhook_max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    received = Timestamp()
-    received.FromDatetime(datetime.now(UTC))
-    headers = [
-        wr.HttpHeader(name=name.decode("latin-1"), value=value.decode("utf-8", errors="replace"))
-        for name, value in request.raw_headers
-        if name.decode("latin-1").lower() not in _DROP_HEADERS
-    ]
-    ingest = wr.IngestWebhookRequest(
-        http_method=request.method,
-        platform=call.path["platform"],
-        path_key=call.path.get("key", ""),
-        body=b"".join(chunks),
-        headers=headers,
-        query_string=request.query_string,
-        remote_addr=request.remote or "",
-        received_at=received,
+    """Pass the request to the router untouched and answer what it says (the webhook
+    router's own pass-through handler: it stops reading at the size limit and lets
+    the router record the rejection)."""
+    settings = call.ports.settings
+    return await passthrough(
+        call.request,
+        call.ports.backends.webhooks,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        timeout=settings.backend_timeout_seconds,
     )
-    answer = await call.ports.webhook_ingress.ingest(
-        ingest, timeout=call.ports.settings.backend_timeout_seconds
-    )
-    status = answer.http_status or 200
-    if not 200 <= status <= 599:
-        log.error("webhook router answered an impossible status", status=status)
-        raise Problem(502, "backend_error", "The webhook router gave no usable answer.")
-    response = web.Response(status=status, body=answer.body or None)
-    if answer.body:
-        response.headers["Content-Type"] = answer.content_type or "application/octet-stream"
-    for header in answer.headers:
-        if header.name.lower() not in ("content-length", "transfer-encoding", "connection"):
-            response.headers.add(header.name, header.value)
-    return response
 
 
 # --------------------------------------------------------------------------- events
@@ -248,6 +210,29 @@ async def list_deliveries(call: Call) -> Reply:
         fields={"states": "state"},
     )
     return Reply(body=page([to_json(d) for d in response.deliveries], response.next_page_token))
+
+
+async def create_inbound_key(call: Call) -> Reply:
+    body = call.body or {}
+    response = await call_backend(
+        call,
+        call.ports.backends.webhooks.CreateInboundKey,
+        wr.CreateInboundKeyRequest(
+            tenant_id=call.tenant.tenant_id,
+            platform=body["platform"],
+            connection_id=body.get("connection_id", ""),
+        ),
+    )
+    return Reply(201, to_json(response))
+
+
+async def revoke_inbound_key(call: Call) -> Reply:
+    await call_backend(
+        call,
+        call.ports.backends.webhooks.RevokeInboundKey,
+        wr.RevokeInboundKeyRequest(tenant_id=call.tenant.tenant_id, key_id=call.path["key_id"]),
+    )
+    return Reply(204)
 
 
 def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -445,6 +430,47 @@ def routes(reg: SchemaRegistry) -> list[Route]:
                 _object({"overlap_seconds": {"type": "integer", "minimum": 0, "maximum": 604800}}),
                 required=False,
             ),
+        ),
+        Route(
+            "POST",
+            "/v1/webhook-inbound-keys",
+            create_inbound_key,
+            "createInboundWebhookKey",
+            "Issue an inbound webhook URL key",
+            "webhooks",
+            [
+                ok(
+                    reg,
+                    wr.CreateInboundKeyResponse.DESCRIPTOR,
+                    "The key and the URL path to register with the platform, shown this "
+                    "once (a replay answers `path_key: null`).",
+                    201,
+                )
+            ],
+            role="admin",
+            body=Body(
+                _object(
+                    {
+                        "platform": {"type": "string", "enum": ["mailchimp", "custom"]},
+                        "connection_id": ID,
+                    },
+                    ("platform",),
+                )
+            ),
+            creates=True,
+            shown_once=("path_key", "url_path"),
+            description="For platforms that sign nothing (Mailchimp) and custom sources: "
+            "their webhooks go to `/webhooks/{platform}/{path_key}`.",
+        ),
+        Route(
+            "DELETE",
+            "/v1/webhook-inbound-keys/{key_id}",
+            revoke_inbound_key,
+            "revokeInboundWebhookKey",
+            "Revoke an inbound webhook URL key",
+            "webhooks",
+            [no_content("Revoked: its URL answers 404 from now on.")],
+            role="admin",
         ),
         Route(
             "GET",

@@ -1,0 +1,192 @@
+"""The per-account quota ledger: platform limits as data, and the dispatch plan.
+
+Each rule mirrors one documented platform limit per account (Instagram's 50 posts
+per 24 hours, TikTok's 6 video inits per minute, Business Profile's ~10 edits per
+minute). The ledger remembers when each dispatch used a slot; before dispatching,
+jobs of a connection whose window is full are deferred to the moment the oldest
+slot in the window frees — never failed. Rules come from connectors'
+GetCapabilities (account-scoped rate limits) with the bundled ones as fallback.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# Rate-limit scopes that count against one connected account (not the whole app).
+ACCOUNT_SCOPES = frozenset({"account", "user_token", "location", "page"})
+# Rate-limit names that a publish call spends (GetCapabilities may list others,
+# such as read limits, which publishing does not touch).
+PUBLISH_LIMIT_NAMES = frozenset(
+    {
+        "publish_per_24h",
+        "posts_per_24h",
+        "posts_per_day",
+        "video_init_per_minute",
+        "edits_per_minute",
+        "pins_per_day",
+        "uploads_per_day",
+    }
+)
+
+
+@dataclass(frozen=True)
+class QuotaRule:
+    platform: str
+    name: str
+    limit: int
+    window: timedelta
+    description: str
+
+
+DEFAULT_RULES: tuple[QuotaRule, ...] = (
+    QuotaRule(
+        "instagram",
+        "publish_per_24h",
+        50,
+        timedelta(hours=24),
+        "Instagram allows 50 posts per account in 24 hours",
+    ),
+    QuotaRule(
+        "tiktok",
+        "video_init_per_minute",
+        6,
+        timedelta(minutes=1),
+        "TikTok allows 6 video uploads per account per minute",
+    ),
+    QuotaRule(
+        "google_business",
+        "edits_per_minute",
+        10,
+        timedelta(minutes=1),
+        "Google Business Profile allows about 10 edits per profile per minute",
+    ),
+)
+
+
+class QuotaBook:
+    """The rules in force, by platform."""
+
+    def __init__(self, rules: Iterable[QuotaRule] = DEFAULT_RULES) -> None:
+        self._by_platform: dict[str, tuple[QuotaRule, ...]] = {}
+        self.replace(rules)
+
+    def replace(self, rules: Iterable[QuotaRule]) -> None:
+        grouped: dict[str, list[QuotaRule]] = defaultdict(list)
+        for rule in rules:
+            if rule.limit > 0 and rule.window > timedelta(0):
+                grouped[rule.platform].append(rule)
+        self._by_platform = {p: tuple(r) for p, r in grouped.items()}
+
+    def merge(self, rules: Iterable[QuotaRule]) -> None:
+        """Rules from connectors replace the bundled ones of the same platform."""
+        fresh: dict[str, list[QuotaRule]] = defaultdict(list)
+        for rule in rules:
+            fresh[rule.platform].append(rule)
+        merged = {p: list(r) for p, r in self._by_platform.items()}
+        merged.update(fresh)
+        self.replace(r for rules_ in merged.values() for r in rules_)
+
+    def for_platform(self, platform: str) -> tuple[QuotaRule, ...]:
+        return self._by_platform.get(platform, ())
+
+    @property
+    def platforms(self) -> frozenset[str]:
+        return frozenset(self._by_platform)
+
+    def longest_window(self) -> timedelta:
+        windows = [r.window for rules in self._by_platform.values() for r in rules]
+        return max(windows, default=timedelta(0))
+
+
+@dataclass(frozen=True)
+class QuotaDemand:
+    """A claimed job asking for a slot."""
+
+    job_id: str
+    tenant_id: str
+    connection_id: str
+    platform: str
+
+
+@dataclass(frozen=True)
+class Deferral:
+    job_id: str
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    tenant_id: str
+    connection_id: str
+    limit_name: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class QuotaPlan:
+    admitted: frozenset[str]
+    deferred: tuple[Deferral, ...]
+    entries: tuple[LedgerEntry, ...]
+
+
+UsageKey = tuple[str, str, str]  # tenant, connection, limit name
+
+
+def plan_dispatch(
+    demands: Sequence[QuotaDemand],
+    used: Mapping[UsageKey, Sequence[datetime]],
+    book: QuotaBook,
+    now: datetime,
+) -> QuotaPlan:
+    """Admit jobs in order while their accounts have room; defer the rest.
+
+    ``demands`` are in dispatch order; ``used`` holds the ledger's times inside each
+    rule's window. Once one job of a connection is deferred, its later jobs are too
+    (to at least the same time), so an account's posts keep their order.
+    """
+    admitted: set[str] = set()
+    deferred: list[Deferral] = []
+    entries: list[LedgerEntry] = []
+    taken: dict[UsageKey, list[datetime]] = {}
+    held: dict[tuple[str, str], Deferral] = {}
+    for demand in demands:
+        rules = book.for_platform(demand.platform)
+        account = (demand.tenant_id, demand.connection_id)
+        if not rules:
+            admitted.add(demand.job_id)
+            continue
+        if account in held:
+            first = held[account]
+            deferred.append(Deferral(demand.job_id, first.until, first.reason))
+            continue
+        blocking: Deferral | None = None
+        for rule in rules:
+            key = (demand.tenant_id, demand.connection_id, rule.name)
+            times = taken.setdefault(
+                key, sorted(t for t in used.get(key, ()) if t > now - rule.window)
+            )
+            if len(times) >= rule.limit:
+                frees = times[len(times) - rule.limit] + rule.window
+                if blocking is None or frees > blocking.until:
+                    blocking = Deferral(
+                        demand.job_id,
+                        frees,
+                        f"Deferred: {rule.description}; the next slot frees at "
+                        f"{frees:%Y-%m-%d %H:%M:%S} UTC.",
+                    )
+        if blocking is not None:
+            held[account] = blocking
+            deferred.append(blocking)
+            continue
+        admitted.add(demand.job_id)
+        for rule in rules:
+            key = (demand.tenant_id, demand.connection_id, rule.name)
+            taken[key].append(now)
+            entries.append(
+                LedgerEntry(demand.tenant_id, demand.connection_id, rule.name, demand.job_id)
+            )
+    return QuotaPlan(frozenset(admitted), tuple(deferred), tuple(entries))

@@ -84,6 +84,9 @@ class ServiceSpec:
     topics: Sequence[TopicSpec] = ()
     grpc: bool = True
     drain_seconds: float = 10.0
+    # False skips the per-release session reset query (see db.create_pool): only for
+    # services that keep no session state on pooled connections.
+    pool_session_reset: bool = True
 
 
 async def open_runtime(settings: CommonSettings, spec: ServiceSpec) -> Runtime:
@@ -98,7 +101,10 @@ async def open_runtime(settings: CommonSettings, spec: ServiceSpec) -> Runtime:
             )
             pool = await asyncio.wait_for(
                 db.create_pool(
-                    settings.database_url, application_name=f"postd-{spec.name}", max_size=20
+                    settings.database_url,
+                    application_name=f"postd-{spec.name}",
+                    max_size=20,
+                    reset_session=spec.pool_session_reset,
                 ),
                 30,
             )
@@ -186,6 +192,47 @@ async def serve(
     for task in workers:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"{task.get_name()} failed") from task.exception()
+
+
+async def migrate_only(settings: CommonSettings, spec: ServiceSpec) -> None:
+    """Apply the service's migrations and return (the ``migrate`` subcommand, run by
+    the Kubernetes migration Job; safe beside starting pods: advisory lock)."""
+    configure_logging(spec.name, settings.log_level)
+    if spec.schema and spec.migrations:
+        applied = await db.migrate_dsn(settings.database_url, spec.schema, spec.migrations)
+        log.info("migrations applied", schema=spec.schema, applied=applied)
+
+
+def main(
+    spec: ServiceSpec,
+    load: Callable[[], Any],
+    build: Callable[[Runtime, Any], Awaitable[ServiceParts]],
+    common: Callable[[Any], CommonSettings] = lambda s: s.common,
+) -> None:
+    """A service's whole ``__main__``: ``python -m postd_<svc> [serve|migrate]``.
+
+    ``load`` reads the settings (raising ConfigError), ``build(runtime, settings)``
+    wires the service. Start-up failures become one line and exit status 2.
+    """
+    import sys
+
+    from postd_common.service import run
+
+    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
+    if command not in ("serve", "migrate"):
+        print(
+            f"usage: python -m postd_{spec.name.replace('-', '_')} [serve|migrate]", file=sys.stderr
+        )
+        raise SystemExit(2)
+
+    async def go(stop: asyncio.Event) -> None:
+        settings = load()
+        if command == "migrate":
+            await migrate_only(common(settings), spec)
+            return
+        await run_service(common(settings), spec, lambda rt: build(rt, settings), stop)
+
+    run(spec.name, go)
 
 
 async def run_service(

@@ -76,6 +76,10 @@ def _json_loads(value: str) -> Any:
     return json.loads(value)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A release that skips the session reset query (see ``reset_session``)."""
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -83,16 +87,24 @@ async def create_pool(
     max_size: int = 10,
     application_name: str = "postd",
     command_timeout: float = 30.0,
+    reset_session: bool = True,
 ) -> asyncpg.Pool:
     """Open a pool with JSON codecs installed. Raises ``OSError`` or
     ``asyncpg.PostgresError`` when the server cannot be reached; blocks until
-    ``min_size`` connections are open."""
+    ``min_size`` connections are open.
+
+    By default each release runs asyncpg's reset query (unlock session advisory
+    locks, close cursors, UNLISTEN, RESET ALL): one more round trip per use.
+    ``reset_session=False`` skips it; an open transaction is still rolled back.
+    Only for code that keeps no session state on pooled connections (no SET,
+    LISTEN, WITH HOLD cursors or session-level advisory locks)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout,
         init=_init_connection,
+        reset=None if reset_session else _keep_session,
         server_settings={"application_name": application_name},
     )
     assert pool is not None

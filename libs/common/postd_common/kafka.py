@@ -101,10 +101,13 @@ def ensure_topics(
     settings: KafkaSettings,
     specs: Iterable[TopicSpec],
     *,
-    replication_factor: int = 1,
+    replication_factor: int = -1,
     timeout: float = 15.0,
 ) -> list[str]:
     """Create missing topics (each with its ``.dlq`` twin); returns those created.
+
+    ``replication_factor=-1`` takes the broker's default, so a service that starts
+    before the operator-managed topics exist does not pin them to one replica.
 
     Blocks; call it from a thread in async code. Raises ``KafkaException`` when
     the broker cannot be reached within ``timeout``.

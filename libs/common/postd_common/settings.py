@@ -12,7 +12,7 @@ from typing import Final
 from postd_common.config import EnvReader
 from postd_common.identity import IdentitySettings
 from postd_common.kafka import KafkaSettings
-from postd_common.logging import LEVELS
+from postd_common.logging import LEVELS, register_secret
 
 # Default gRPC ports, one per service; ``make up`` shifts them all by POSTD_PORT_OFFSET.
 GRPC_PORTS: Final = {
@@ -71,6 +71,7 @@ def load_common(
             client_id=f"postd-{service}",
             session_timeout_ms=env.integer("POSTD_KAFKA_SESSION_TIMEOUT_MS", 6000, minimum=1000),
             heartbeat_interval_ms=env.integer("POSTD_KAFKA_HEARTBEAT_MS", 1000, minimum=100),
+            extra=kafka_security(env),
         ),
         grpc_listen=env.address("POSTD_GRPC_LISTEN", grpc_default),
         metrics_listen=env.address("POSTD_METRICS_LISTEN", metrics_default),
@@ -81,6 +82,38 @@ def load_common(
         ),
         otlp_endpoint=env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
     )
+
+
+def kafka_security(env: EnvReader) -> dict[str, str]:
+    """TLS / SASL settings for a managed Kafka (librdkafka property names).
+
+    ``POSTD_KAFKA_SECURITY_PROTOCOL`` (plaintext, ssl, sasl_plaintext, sasl_ssl),
+    ``POSTD_KAFKA_SASL_MECHANISM``, ``POSTD_KAFKA_SASL_USERNAME``,
+    ``POSTD_KAFKA_SASL_PASSWORD``, ``POSTD_KAFKA_SSL_CA_LOCATION``.
+    """
+    protocol = env.choice(
+        "POSTD_KAFKA_SECURITY_PROTOCOL",
+        "plaintext",
+        ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
+    )
+    extra: dict[str, str] = {}
+    if protocol != "plaintext":
+        extra["security.protocol"] = protocol
+    for var, prop in (
+        ("POSTD_KAFKA_SASL_MECHANISM", "sasl.mechanism"),
+        ("POSTD_KAFKA_SASL_USERNAME", "sasl.username"),
+        ("POSTD_KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
+    ):
+        value = env.optional(var)
+        if value:
+            extra[prop] = value
+    password = env.optional("POSTD_KAFKA_SASL_PASSWORD")
+    if password:
+        register_secret(password)
+        extra["sasl.password"] = password
+    if protocol.startswith("sasl") and "sasl.mechanism" not in extra:
+        env.problems.append("POSTD_KAFKA_SASL_MECHANISM is required with a SASL protocol")
+    return extra
 
 
 def service_addr(env: EnvReader, service: str) -> str:

@@ -62,3 +62,34 @@ def test_flags_minimums_and_lists() -> None:
     assert env.integer("N", 10, minimum=5) == 10
     assert env.items("L") == ("a", "b", "c")
     assert len(env.problems) == 2
+
+
+def test_kafka_security_settings_for_a_managed_cluster() -> None:
+    env = EnvReader(
+        {
+            "DATABASE_URL": "postgresql://db/postd",
+            "KAFKA_BOOTSTRAP": "kafka:9093",
+            "POSTD_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "POSTD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "POSTD_KAFKA_SASL_USERNAME": "postd",
+            "POSTD_KAFKA_SASL_PASSWORD": "s3cret-kafka-password",
+        }
+    )
+    settings = load_common(env, "publisher")
+    env.check()
+    assert settings.kafka.base()["security.protocol"] == "sasl_ssl"
+    assert settings.kafka.base()["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert settings.kafka.base()["sasl.password"] == "s3cret-kafka-password"
+
+
+def test_sasl_without_mechanism_is_refused() -> None:
+    env = EnvReader(
+        {
+            "DATABASE_URL": "x",
+            "KAFKA_BOOTSTRAP": "k:1",
+            "POSTD_KAFKA_SECURITY_PROTOCOL": "sasl_plaintext",
+        }
+    )
+    load_common(env, "publisher")
+    with pytest.raises(ConfigError, match="POSTD_KAFKA_SASL_MECHANISM is required"):
+        env.check()

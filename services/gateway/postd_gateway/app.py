@@ -236,7 +236,9 @@ def create_app(settings: Settings) -> web.Application:
     """App factory: routes and documents now, resources in the cleanup context."""
     # Once per process: from here on every web.Application opens a server span per
     # request (the instrumentation's middleware goes first, so spans cover ours).
-    AioHttpServerInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    instrumentor = AioHttpServerInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
     app = web.Application(
         client_max_size=max(settings.max_body_bytes, settings.webhook_max_body_bytes),
         middlewares=[problems_middleware],
@@ -255,7 +257,12 @@ def create_app(settings: Settings) -> web.Application:
         await db.migrate_dsn(
             settings.common.database_url, SPEC.schema or "gateway", SPEC.migrations or Path()
         )
-        pool = await db.create_pool(settings.common.database_url, application_name="postd-gateway")
+        pool = await db.create_pool(
+            settings.common.database_url,
+            application_name="postd-gateway",
+            max_size=20,
+            reset_session=False,
+        )
         signer, _ = load_identity(settings.common.identity)
         channels = {
             name: open_channel(target, signer=signer, audience=name)

@@ -17,6 +17,17 @@ import asyncpg
 from postd_gateway.domain import FeatureFlag
 from postd_gateway.ratelimit import Lease, StoreUnavailable
 
+# Failures that mean "the database cannot be reached now" (not a bug in a statement).
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
 
 def _uuid(value: str) -> uuid.UUID | None:
     try:
@@ -426,20 +437,21 @@ class RateLimitStore:
         try:
             row = await self._pool.fetchrow(
                 """INSERT INTO gateway.rate_limit_windows AS r
-                 (tenant_id, window_start, used, last_grant)
-               SELECT $1, to_timestamp(floor(extract(epoch FROM now()) / $4) * $4),
-                      least($2, $3), least($2, $3)
-               ON CONFLICT (tenant_id, window_start) DO UPDATE
-                 SET used = r.used + least($2, greatest($3 - r.used, 0)),
-                     last_grant = least($2, greatest($3 - r.used, 0))
-               RETURNING r.used, r.last_grant, r.window_start""",
+                     (tenant_id, window_start, used, last_grant)
+                   SELECT $1,
+                          to_timestamp(floor(extract(epoch FROM now()) / $4::float8) * $4::float8),
+                          least($2::int, $3::int), least($2::int, $3::int)
+                   ON CONFLICT (tenant_id, window_start) DO UPDATE
+                     SET used = r.used + least($2::int, greatest($3::int - r.used, 0)),
+                         last_grant = least($2::int, greatest($3::int - r.used, 0))
+                   RETURNING r.used, r.last_grant, r.window_start""",
                 uuid.UUID(tenant_id),
                 want,
                 limit,
                 float(window_seconds),
                 timeout=2.0,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _UNREACHABLE as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
         assert row is not None
         start: datetime = row["window_start"]

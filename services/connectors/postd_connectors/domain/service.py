@@ -1012,7 +1012,14 @@ class ConnectorsService:
                     else:
                         items.append(outcome)
                 effective = replace(effective, media=tuple(items))
-            found = validate(caps, effective, where) + media_problems
+            # A file the pre-flight could not read has only the pre-flight's finding;
+            # guesses about its kind would just repeat it less clearly.
+            unreadable = {v.field for v in media_problems}
+            found = [
+                v
+                for v in validate(caps, effective, where)
+                if not any(v.field == u or v.field.startswith(u + ".") for u in unreadable)
+            ] + media_problems
             found.sort(key=lambda v: v.severity is not Severity.ERROR)
             reports.append(TargetReport(target.connection_id, platform, tuple(found)))
         return reports

@@ -630,8 +630,8 @@ class PostgresStore:
                        SET state = $2, attempt_count = attempt_count + 1,
                            last_http_status = $3, last_error = $4, last_latency_ms = $5,
                            next_attempt_at = COALESCE($6, next_attempt_at),
-                           finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN $7::timestamptz
-                                         ELSE NULL END
+                           finished_at = CASE WHEN $2 IN ('succeeded', 'failed')
+                                              THEN $7::timestamptz ELSE NULL END
                      WHERE id = $1""",  # noqa: S608
                 delivery.id,
                 state,

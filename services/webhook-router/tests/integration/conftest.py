@@ -143,7 +143,7 @@ async def stack(
     sandbox_url = str(sandbox.make_url("")).rstrip("/")
 
     # Connectors' ResolveAccount.
-    fake = FakeConnectors()
+    fake = FakeConnectors()  # type: ignore[abstract]
     connectors_addr = f"127.0.0.1:{free_port()}"
     connectors_server = create_server(
         service="connectors",

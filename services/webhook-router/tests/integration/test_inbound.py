@@ -28,9 +28,10 @@ GOOGLE_AUDIENCE = "https://hooks.postd.test/webhooks/google"
 
 
 async def sandbox_send(stack: Stack, **request: Any) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{stack.sandbox_url}/_sandbox/webhooks/send", json=request
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{stack.sandbox_url}/_sandbox/webhooks/send", json=request) as response,
+    ):
         assert response.status == 200, await response.text()
         result: dict[str, Any] = await response.json()
         return result
@@ -38,9 +39,12 @@ async def sandbox_send(stack: Stack, **request: Any) -> dict[str, Any]:
 
 async def replay_raw(url: str, sent: dict[str, Any], method: str = "POST") -> int:
     """Send the exact bytes and headers of an earlier delivery again (a platform retry)."""
-    async with aiohttp.ClientSession() as session, session.request(
-        method, url, data=sent["raw"].encode(), headers=sent["headers"]
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, url, data=sent["raw"].encode(), headers=sent["headers"]
+        ) as response,
+    ):
         return response.status
 
 
@@ -98,7 +102,8 @@ async def test_each_platform_verdicts_and_duplicates(
     assert await replay_raw(url, good["sent"]) == 200
     assert await replay_raw(url, good["sent"]) == 200
     again = await stored_by_body(stack, good["sent"]["raw"])
-    assert len(again) == 1 and again[0]["duplicate_count"] == 2
+    assert len(again) == 1
+    assert again[0]["duplicate_count"] == 2
 
     if platform != "mailchimp":  # Mailchimp signs nothing: its secret is the URL
         forged = await sandbox_send(stack, **common, tamper="signature")
@@ -225,7 +230,7 @@ async def test_meta_deauthorize_reaches_webhook_events_normalised(
     assert got.event.connection_id == connection
     assert got.event.processing_state == pb.PROCESSING_STATE_EMITTED
     other_tenant = str(uuid.uuid4())
-    with pytest.raises(Exception, match="NOT_FOUND|not found"):
+    with pytest.raises(Exception, match=r"NOT_FOUND|not found"):
         await stack.stub.GetWebhookEvent(
             pb.GetWebhookEventRequest(tenant_id=other_tenant, event_id=event.raw_event_ref)
         )

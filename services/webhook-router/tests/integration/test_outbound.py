@@ -119,7 +119,8 @@ async def test_failing_endpoint_is_retried_on_schedule_and_recovers(
             )
     # One message, three attempts: the same webhook-id and body every time.
     ids = {h["webhook-id"] for _, h, _ in endpoint.received}
-    assert len(ids) == 1 and len(bodies) == 1
+    assert len(ids) == 1
+    assert len(bodies) == 1
     # Exponential backoff: base 0.5 s then 1 s (±10 % jitter), never sooner.
     times = [t for t, _, _ in endpoint.received]
     assert times[1] - times[0] >= 0.45

@@ -93,7 +93,8 @@ async def test_meta_handshake() -> None:
         req(method="GET", query="hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=42"),
         NOW,
     )
-    assert isinstance(ok, Challenge) and ok.body == b"42"
+    assert isinstance(ok, Challenge)
+    assert ok.body == b"42"
     wrong = await meta.verify(
         req(method="GET", query="hub.mode=subscribe&hub.verify_token=nope&hub.challenge=42"), NOW
     )
@@ -105,7 +106,8 @@ async def test_meta_deauthorize_signed_request() -> None:
     body = ("signed_request=" + meta_signed_request(SECRET, payload)).encode()
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     ok = await meta.verify(req(body, form), NOW)
-    assert isinstance(ok, Verified) and ok.decoded == {"signed_request": payload}
+    assert isinstance(ok, Verified)
+    assert ok.decoded == {"signed_request": payload}
     forged = ("signed_request=" + meta_signed_request("forged", payload)).encode()
     assert verdict(await meta.verify(req(forged, form), NOW)) == Verdict.REJECTED_SIGNATURE
 
@@ -158,7 +160,8 @@ async def test_shopify_base64_hmac_and_event_id() -> None:
         "X-Shopify-Event-Id": "evt-1",
     }
     ok = await shopify.verify(req(headers=headers), NOW)
-    assert isinstance(ok, Verified) and ok.platform_event_id == "evt-1"
+    assert isinstance(ok, Verified)
+    assert ok.platform_event_id == "evt-1"
     hexed = {"X-Shopify-Hmac-Sha256": signing.linkedin_signature(SECRET, BODY)}  # hex, not b64
     assert verdict(await shopify.verify(req(headers=hexed), NOW)) == Verdict.REJECTED_SIGNATURE
 
@@ -178,10 +181,12 @@ def slack_headers(body: bytes, ts: int, secret: str = SECRET) -> dict[str, str]:
 async def test_slack_event_challenge_stale_forged() -> None:
     body = signing.canonical_json({"type": "event_callback", "event_id": "Ev1", "event": {}})
     ok = await slack.verify(req(body, slack_headers(body, NOW)), NOW)
-    assert isinstance(ok, Verified) and ok.platform_event_id == "Ev1"
+    assert isinstance(ok, Verified)
+    assert ok.platform_event_id == "Ev1"
     challenge = signing.canonical_json({"type": "url_verification", "challenge": "c-9"})
     answered = await slack.verify(req(challenge, slack_headers(challenge, NOW)), NOW)
-    assert isinstance(answered, Challenge) and answered.body == b"c-9"
+    assert isinstance(answered, Challenge)
+    assert answered.body == b"c-9"
     stale = await slack.verify(req(body, slack_headers(body, NOW - 301)), NOW)
     assert verdict(stale) == Verdict.REJECTED_STALE
     forged = await slack.verify(req(body, slack_headers(body, NOW, "forged")), NOW)
@@ -208,7 +213,8 @@ async def test_standard_webhooks_rotation_multiple_signatures_and_staleness() ->
 
     for secret in (current, previous):
         ok = await verifier.verify(req(body, headers(secret, NOW)), NOW)
-        assert isinstance(ok, Verified) and ok.platform_event_id == "msg_1"
+        assert isinstance(ok, Verified)
+        assert ok.platform_event_id == "msg_1"
     several = headers(new_secret(), NOW)
     several["webhook-signature"] += " " + headers(current, NOW)["webhook-signature"]
     assert isinstance(await verifier.verify(req(body, several), NOW), Verified)
@@ -269,7 +275,8 @@ async def test_google_oidc_checks(rsa_key: Any) -> None:
         return signing.google_oidc_token(rsa_key, "k1", **args)
 
     ok = await verifier.verify(google_req(token()), NOW)
-    assert isinstance(ok, Verified) and ok.platform_event_id == "m-1"
+    assert isinstance(ok, Verified)
+    assert ok.platform_event_id == "m-1"
     cases = {
         Verdict.REJECTED_SIGNATURE: [
             token(audience="https://elsewhere"),

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+
 from postd_common import db
 from postd_sandbox import signing
-
 from postd_webhook_router.adapters.postgres import PostgresStore
 from postd_webhook_router.app import SPEC
 from postd_webhook_router.domain.model import ProcessingState, Route, StoredInbound, Verdict

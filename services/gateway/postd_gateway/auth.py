@@ -126,10 +126,7 @@ class Authenticator:
         if parsed is None:
             raise unauthenticated("The API key is malformed.")
         key_id, digest = parsed
-        found, record = self._key_cache.get(key_id)
-        if not found:
-            record = await self._keys.find_key(key_id)
-            self._key_cache.put(key_id, record)
+        record = await self._key(key_id)
         if record is None or not digest_matches(record.secret_sha256, digest):
             raise unauthenticated("The API key is not recognised.")
         if record.revoked_at is not None:
@@ -165,6 +162,11 @@ class Authenticator:
             self._session_cache.put(token_sha, record)
         if record is None or record.expires_at <= datetime.now(UTC):
             raise unauthenticated("The session has expired or was signed out; sign in again.")
+        if record.key_id is not None:
+            # A session opened with a key ends with it (at once on the revoking replica).
+            key = await self._key(record.key_id)
+            if key is None or key.revoked_at is not None:
+                raise unauthenticated("The API key behind this session has been revoked.")
         principal = Principal(
             tenant_id=record.tenant_id,
             role=record.role,
@@ -175,6 +177,13 @@ class Authenticator:
             session_id=record.id,
         )
         return principal, record.csrf_sha256
+
+    async def _key(self, key_id: str) -> ApiKeyRecord | None:
+        found, record = self._key_cache.get(key_id)
+        if not found:
+            record = await self._keys.find_key(key_id)
+            self._key_cache.put(key_id, record)
+        return record
 
     async def tenant(self, tenant_id: str) -> TenantRecord | None:
         found, record = self._tenant_cache.get(tenant_id)

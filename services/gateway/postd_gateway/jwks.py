@@ -92,6 +92,8 @@ class JwksVerifier:
             raise TokenRejected("the token is meant for another audience") from exc
         except jwt.InvalidIssuerError as exc:
             raise TokenRejected("the token was issued by another issuer") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejected(f"the token lacks the {exc.claim!r} claim") from exc
         except jwt.InvalidSignatureError as exc:
             raise TokenRejected("the token's signature does not verify") from exc
         except jwt.PyJWTError as exc:

@@ -1235,7 +1235,7 @@ async def start_fake_backends(
             "postd.webhook_router.v1.WebhookRouterService",
         ),
         "health": (
-            FakeHealth(world),
+            FakeHealth(world),  # type: ignore[abstract]
             hp_grpc.add_ConnectionHealthServiceServicer_to_server,
             "postd.health.v1.ConnectionHealthService",
         ),

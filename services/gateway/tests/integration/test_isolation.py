@@ -117,7 +117,7 @@ async def test_lists_show_only_the_callers_objects(client, two_tenants, path, id
 
 
 async def test_creating_with_another_tenants_connection_is_not_found(client, two_tenants):
-    first, second, ids = two_tenants
+    _first, second, ids = two_tenants
     body = {"content": {"text": "hi"}, "targets": [{"connection_id": ids["connection_id"]}]}
     answer = await client.post(
         "/v1/posts", json=body, headers={**second.auth, "Idempotency-Key": str(uuid.uuid4())}

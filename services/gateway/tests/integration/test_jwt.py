@@ -28,6 +28,7 @@ class IdentityProvider:
     def __init__(self) -> None:
         self.keys: dict[str, Any] = {}
         self.fetches = 0
+        self.url = ""
         self.add_key("k1")
 
     def add_key(self, kid: str) -> None:
@@ -177,7 +178,7 @@ async def test_algorithms_outside_the_allow_list(jwt_client, idp, make_tenant):
         claims, "a-shared-secret-of-enough-length-32b", algorithm="HS256", headers={"kid": "k1"}
     )
     assert "algorithm" in await refused(jwt_client, hs)
-    unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": "k1"})
+    unsigned = jwt.encode(claims, "", algorithm="none", headers={"kid": "k1"})
     assert "algorithm" in await refused(jwt_client, unsigned)
     # ES256 is allowed, but the JWKS publishes k1 as an RS256 key.
     ec_key = ec.generate_private_key(ec.SECP256R1())

@@ -28,7 +28,8 @@ async def test_sign_in_sets_an_httponly_lax_cookie(client, make_tenant):
     assert answer.cookies["postd_csrf"].value == body["csrf_token"]
     assert not answer.cookies["postd_csrf"]["httponly"]
     assert session.value not in await answer.text()
-    assert body["tenant_id"] == tenant.id and body["role"] == "editor"
+    assert body["tenant_id"] == tenant.id
+    assert body["role"] == "editor"
 
 
 async def test_cookies_are_secure_outside_development(make_client, settings, make_tenant):
@@ -85,7 +86,7 @@ async def test_the_session_dies_with_its_key(client, make_tenant, add_key):
 async def test_expired_sessions_are_refused(make_client, make_tenant, pg_pool):
     client = await make_client(auth_cache_seconds=0)
     tenant = await make_tenant()
-    _, body = await sign_in(client, tenant)
+    _, _body = await sign_in(client, tenant)
     assert (await client.get("/v1/me")).status == 200
     await pg_pool.execute(
         "UPDATE gateway.sessions SET expires_at = now() - interval '1 second' "

@@ -6,7 +6,6 @@ Every method may raise ``asyncpg.PostgresError``, ``asyncpg.InterfaceError`` or
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -380,7 +379,7 @@ class IdempotencyStore:
             stored["response_status"],
             bytes(stored["response_body"] or b""),
             stored["content_type"] or "",
-            dict(json.loads(stored["response_headers"])),
+            dict(stored["response_headers"] or {}),
         )
 
     async def complete(
@@ -396,14 +395,14 @@ class IdempotencyStore:
         await self._pool.execute(
             """UPDATE gateway.idempotency_keys
                SET response_status = $3, response_body = $4, content_type = $5,
-                   response_headers = $6::jsonb
+                   response_headers = $6
                WHERE tenant_id = $1 AND key = $2""",
             uuid.UUID(tenant_id),
             key,
             status,
             body,
             content_type,
-            json.dumps(dict(headers)),
+            dict(headers),  # the pool's codec encodes jsonb
         )
 
     async def release(self, tenant_id: str, key: str) -> None:

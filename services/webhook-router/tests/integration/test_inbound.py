@@ -58,6 +58,41 @@ async def stored_by_body(stack: Stack, raw: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+SIGNATURE_HEADERS = {
+    "meta": "X-Hub-Signature-256",
+    "tiktok": "TikTok-Signature",
+    "linkedin": "X-LI-Signature",
+    "shopify": "X-Shopify-Hmac-Sha256",
+    "slack": "X-Slack-Signature",
+    "google": "Authorization",
+    "standard_webhooks": "webhook-signature",
+}
+
+
+def flip(value: str) -> str:
+    """Change the second-last alphanumeric character to a digit of another value (a
+    case change of a hex digit would be the same signature; base64 padding bits could
+    hide a change of the last one)."""
+    chars = list(value)
+    positions = [i for i, c in enumerate(chars) if c.isalnum()]
+    j = positions[-2]
+    chars[j] = "1" if chars[j] == "0" else "0"
+    return "".join(chars)
+
+
+def hex_case_only(platform: str, result: dict[str, Any]) -> bool:
+    """The sandbox's tamper turned a hex 'a' into 'A': the same signature, not a forgery."""
+    raw = result["sent"]["raw"].encode()
+    correct = {
+        "linkedin": lambda: signing.linkedin_signature("dev-linkedin-client-secret", raw),
+        "meta": lambda: signing.meta_signature("dev-meta-client-secret", raw),
+    }
+    if platform not in correct:
+        return False
+    sent = result["sent"]["headers"][SIGNATURE_HEADERS[platform]]
+    return sent != correct[platform]() and sent.lower() == correct[platform]()
+
+
 async def inbound_key(stack: Stack, platform: str, tenant: str) -> str:
     reply = await stack.stub.CreateInboundKey(
         pb.CreateInboundKeyRequest(tenant_id=tenant, platform=platform, connection_id="conn-k")
@@ -107,7 +142,13 @@ async def test_each_platform_verdicts_and_duplicates(
 
     if platform != "mailchimp":  # Mailchimp signs nothing: its secret is the URL
         forged = await sandbox_send(stack, **common, tamper="signature")
-        assert forged["status"] == 401, forged
+        if not hex_case_only(platform, forged):
+            assert forged["status"] == 401, forged
+        # Our own forgery of the accepted delivery: one signature character changed.
+        header = SIGNATURE_HEADERS[platform]
+        sent = {**good["sent"], "headers": {**good["sent"]["headers"]}}
+        sent["headers"][header] = flip(sent["headers"][header])
+        assert await replay_raw(url, sent) == 401
         tampered = await sandbox_send(stack, **common, tamper="body")
         if platform == "google":
             # Pub/Sub's OIDC token authenticates the sender, not the body (TLS guards

@@ -5,13 +5,17 @@ Talks to a running vault over gRPC as the ``operator`` identity (signing with
 that identity key management and nothing that reads a secret.
 
     rotate [--reason TEXT]              new KEK version, made primary at once
+                                        (alias: rotate-key)
     rewrap [--batch-size N] [--max-batches N]
                                         move data keys to the primary, batch by batch,
                                         printing progress; safe to stop and run again
     status                              primary, rewrap progress, versions
+                                        (alias: rotation-status)
+    key-versions                        the versions alone
     disable-version N [--reason TEXT]   disable a version nothing uses ("3", "v3" or
                                         the full id)
-    audit [--tenant T] [--limit N]      latest audit events
+    audit [--tenant T] [--since 30d] [--limit N]
+                                        latest audit events
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import grpc
@@ -41,19 +46,38 @@ _STATE = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m postd_vault admin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    rotate = commands.add_parser("rotate", help="create a new primary KEK version")
+    # Aliases are the names docs/runbooks use.
+    rotate = commands.add_parser(
+        "rotate", aliases=["rotate-key"], help="create a new primary KEK version"
+    )
     rotate.add_argument("--reason", default="")
     rewrap = commands.add_parser("rewrap", help="rewrap data keys to the primary version")
     rewrap.add_argument("--batch-size", type=int, default=0)
     rewrap.add_argument("--max-batches", type=int, default=0, help="0 = until done")
-    commands.add_parser("status", help="rotation status and key versions")
+    commands.add_parser(
+        "status", aliases=["rotation-status"], help="rotation status and key versions"
+    )
+    commands.add_parser("key-versions", help="key versions with their data-key counts")
     disable = commands.add_parser("disable-version", help="disable an unused key version")
     disable.add_argument("version")
     disable.add_argument("--reason", default="")
     audit = commands.add_parser("audit", help="latest audit events")
     audit.add_argument("--tenant", default="")
+    audit.add_argument("--since", type=_age, default=None, help="e.g. 30d, 12h, 45m")
     audit.add_argument("--limit", type=int, default=20)
     return parser
+
+
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_COMMANDS = {"rotate-key": "rotate", "rotation-status": "status"}
+
+
+def _age(text: str) -> timedelta:
+    """``30d`` / ``12h`` / ``45m`` / ``90s`` as a duration."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not like 30d, 12h, 45m or 90s")
+    return timedelta(seconds=int(number) * _UNITS[unit])
 
 
 def _reason(given: str, command: str) -> str:
@@ -64,18 +88,21 @@ async def run_command(
     args: argparse.Namespace, stub: vault_pb2_grpc.VaultServiceStub, out: TextIO, timeout: float
 ) -> None:
     """Run one command against ``stub``; raises grpc.aio.AioRpcError."""
-    if args.command == "rotate":
+    command = _COMMANDS.get(args.command, args.command)
+    if command == "rotate":
         reply = await stub.RotateKey(
             vault_pb2.RotateKeyRequest(reason=_reason(args.reason, "rotate")), timeout=timeout
         )
         print(f"new primary: {reply.primary.key_version}", file=out)
         print(f"previous:    {reply.previous.key_version}", file=out)
         print("run `python -m postd_vault admin rewrap` to move data keys to it", file=out)
-    elif args.command == "rewrap":
+    elif command == "rewrap":
         await _rewrap(stub, args.batch_size, args.max_batches, out, timeout)
-    elif args.command == "status":
+    elif command == "status":
         await _status(stub, out, timeout)
-    elif args.command == "disable-version":
+    elif command == "key-versions":
+        await _versions(stub, out, timeout)
+    elif command == "disable-version":
         reply = await stub.DisableKeyVersion(
             vault_pb2.DisableKeyVersionRequest(
                 key_version=args.version, reason=_reason(args.reason, "disable-version")
@@ -83,11 +110,11 @@ async def run_command(
             timeout=timeout,
         )
         print(f"disabled: {reply.key_version.key_version}", file=out)
-    elif args.command == "audit":
-        reply = await stub.ListAuditEvents(
-            vault_pb2.ListAuditEventsRequest(tenant_id=args.tenant, page_size=args.limit),
-            timeout=timeout,
-        )
+    elif command == "audit":
+        request = vault_pb2.ListAuditEventsRequest(tenant_id=args.tenant, page_size=args.limit)
+        if args.since is not None:
+            request.since.FromDatetime(datetime.now(UTC) - args.since)
+        reply = await stub.ListAuditEvents(request, timeout=timeout)
         for event in reply.events:
             action = vault_pb2.AuditAction.Name(event.action).removeprefix("AUDIT_ACTION_")
             print(
@@ -135,6 +162,10 @@ async def _status(stub: vault_pb2_grpc.VaultServiceStub, out: TextIO, timeout: f
         f"{status.remaining} to rewrap ({_STATE.get(status.state, 'unknown')})",
         file=out,
     )
+    await _versions(stub, out, timeout)
+
+
+async def _versions(stub: vault_pb2_grpc.VaultServiceStub, out: TextIO, timeout: float) -> None:
     versions = await stub.ListKeyVersions(
         vault_pb2.ListKeyVersionsRequest(page_size=500), timeout=timeout
     )

@@ -8,6 +8,8 @@
 ``POSTD_VAULT_KEYRING``                a read-only local keyring, base64 of its JSON
                                        (takes precedence over the file)
 ``POSTD_VAULT_GCP_KEY_NAME``           ``projects/P/locations/L/keyRings/R/cryptoKeys/K``
+                                       (``POSTD_VAULT_KMS_KEY``, as deploy/k8s sets it,
+                                       is accepted too)
 ``POSTD_VAULT_GCP_ENDPOINT``           Cloud KMS endpoint; ``http://...`` = a local stand-in
 ``POSTD_VAULT_KMS_TIMEOUT_SECONDS``    deadline of one KMS call, retries included (5)
 ``POSTD_VAULT_DEK_CACHE_SECONDS``      data-key cache TTL; ``0`` turns the cache off (60)
@@ -63,7 +65,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     env = EnvReader(environ)
     common = load_common(env, SERVICE, needs_kafka=False)
     kms = env.choice("POSTD_VAULT_KMS", "local", ("local", "gcp"))
-    gcp_key = env.text("POSTD_VAULT_GCP_KEY_NAME", required=kms == "gcp")
+    alias = env.optional("POSTD_VAULT_KMS_KEY")
+    gcp_key = env.text("POSTD_VAULT_GCP_KEY_NAME", alias, required=kms == "gcp")
     if gcp_key and not _looks_like_key(gcp_key):
         env.problems.append(f"POSTD_VAULT_GCP_KEY_NAME must look like {_GCP_KEY}")
     settings = Settings(

@@ -649,11 +649,7 @@ class Vault:
         key_version = await self._require_primary()
         data_key = new_data_key()
         aad = data_key_aad(address, key_version)
-        with tracer.start_as_current_span(
-            "vault.kms.wrap",
-            attributes={"vault.kms.provider": self._kms.provider, "vault.key_version": key_version},
-        ):
-            wrapped = await self._kms_call("wrap", self._kms.wrap(data_key, aad, key_version))
+        wrapped = await self._kms_call("wrap", self._kms.wrap(data_key, aad, key_version))
         sealed = SealedSecret(
             id=secret_id,
             address=address,
@@ -662,39 +658,39 @@ class Vault:
             wrapped_key=wrapped,
             ciphertext=seal(data_key, plaintext, payload_aad(address, version)),
         )
-        self._cache.put(cache_key(key_version, wrapped, aad), data_key, key_version)
+        if self._cache.enabled:
+            self._cache.put(cache_key(key_version, wrapped, aad), data_key, key_version)
         return sealed
 
     async def _open(self, sealed: SealedSecret, actor: str) -> bytes:
         aad = data_key_aad(sealed.address, sealed.key_version)
-        memo = cache_key(sealed.key_version, sealed.wrapped_key, aad)
-        data_key = self._cache.get(memo)
+        memo = (
+            cache_key(sealed.key_version, sealed.wrapped_key, aad) if self._cache.enabled else b""
+        )
+        data_key = self._cache.get(memo) if memo else None
         if data_key is None:
-            with tracer.start_as_current_span(
-                "vault.kms.unwrap",
-                attributes={
-                    "vault.kms.provider": self._kms.provider,
-                    "vault.key_version": sealed.key_version,
-                },
-            ):
-                try:
-                    data_key = await self._kms.unwrap(sealed.wrapped_key, aad, sealed.key_version)
-                except (UnwrapFailed, KeyVersionNotFound):
-                    raise await self._integrity_failure(sealed, actor, "data_key") from None
-                except KeyVersionDisabled:
-                    raise errors.FailedPrecondition(
-                        f"the key version {sealed.key_version} protecting this secret is "
-                        "disabled in the KMS; re-enable it there to read the secret"
-                    ) from None
-                except KmsError as exc:
-                    raise self._kms_failure("unwrap", exc) from None
-            self._cache.put(memo, data_key, sealed.key_version)
+            # No span here: a remote provider traces its own calls (kms.<operation>),
+            # and a span would cost more than an in-process unwrap.
+            try:
+                data_key = await self._kms.unwrap(sealed.wrapped_key, aad, sealed.key_version)
+            except (UnwrapFailed, KeyVersionNotFound):
+                raise await self._integrity_failure(sealed, actor, "data_key") from None
+            except KeyVersionDisabled:
+                raise errors.FailedPrecondition(
+                    f"the key version {sealed.key_version} protecting this secret is "
+                    "disabled in the KMS; re-enable it there to read the secret"
+                ) from None
+            except KmsError as exc:
+                raise self._kms_failure("unwrap", exc) from None
+            if memo:
+                self._cache.put(memo, data_key, sealed.key_version)
         try:
             return open_sealed(
                 data_key, sealed.ciphertext, payload_aad(sealed.address, sealed.version)
             )
         except PayloadAuthenticationFailed:
-            self._cache.evict(memo)
+            if memo:
+                self._cache.evict(memo)
             raise await self._integrity_failure(sealed, actor, "payload") from None
 
     def _forget(self, shredded: Sequence[SealedSecret]) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Final, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
+from opentelemetry import trace
 
 from postd_vault.kms import (
     KeyVersionDisabled,
@@ -46,6 +47,7 @@ from postd_vault.kms import (
 )
 
 T = TypeVar("T")
+tracer = trace.get_tracer("postd_vault.kms.gcp")
 
 # CryptoKeyVersion.CryptoKeyVersionState values (google.cloud.kms_v1).
 _ENABLED: Final = 1
@@ -280,8 +282,10 @@ class GcpKms:
 
     async def _run(self, operation: str, invoke: Callable[[], T], version: str | None) -> T:
         loop = asyncio.get_running_loop()
+        attributes = {"vault.kms.provider": "gcp_kms", "vault.key_version": version or ""}
         try:
-            return await loop.run_in_executor(self._pool, invoke)
+            with tracer.start_as_current_span(f"kms.{operation}", attributes=attributes):
+                return await loop.run_in_executor(self._pool, invoke)
         except gexc.GoogleAPICallError as exc:
             raise _translate(exc, operation, version) from None
         except gexc.RetryError:

@@ -9,6 +9,7 @@ real ``grpc.aio`` servers that verify the gateway's service identity.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -122,6 +123,9 @@ class FakeWorld:
     ingested: list[wr.IngestWebhookRequest] = field(default_factory=list)
     inbound_keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> tenant, key
     seen: list[tuple[str, str]] = field(default_factory=list)  # (method, tenant_id)
+    # Per tenant: ListConnections raises this (or waits this long) instead of answering.
+    faults: dict[str, BaseException] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- seeding
 
@@ -420,6 +424,10 @@ class FakeConnectors(cx_grpc.ConnectorsServiceServicer):
     ) -> cx.ListConnectionsResponse:
         tenant_id = _tenant(request)
         self.world.seen.append(("ListConnections", tenant_id))
+        if tenant_id in self.world.delays:
+            await asyncio.sleep(self.world.delays[tenant_id])
+        if tenant_id in self.world.faults:
+            raise self.world.faults[tenant_id]
         items = [
             c
             for c in reversed(self.world.owned(self.world.connections.values(), tenant_id))

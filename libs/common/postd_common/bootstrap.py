@@ -22,7 +22,13 @@ import asyncpg
 import grpc
 
 from postd_common import db
-from postd_common.grpcutil import AccessPolicy, GrpcServer, create_server, open_channel
+from postd_common.grpcutil import (
+    AccessPolicy,
+    GrpcServer,
+    RefusalHook,
+    create_server,
+    open_channel,
+)
 from postd_common.identity import IdentitySigner, IdentityVerifier, load_identity
 from postd_common.kafka import ConsumerLoop, EventProducer, TopicSpec, ensure_topics
 from postd_common.logging import configure_logging, get_logger
@@ -72,6 +78,8 @@ class ServiceParts:
     consumers: Sequence[ConsumerLoop[Any]] = ()
     tasks: Sequence[BackgroundTask] = ()
     on_close: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Told of verified callers the policy refuses (grpcutil.RefusalHook), e.g. to audit.
+    on_refused: RefusalHook | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,7 @@ async def serve(
                 service_names=parts.service_names,
                 verifier=runtime.verifier,
                 policy=parts.policy,
+                on_refused=parts.on_refused,
             )
         except RuntimeError as exc:
             raise StartupError(str(exc)) from exc

@@ -120,13 +120,25 @@ class AccessPolicy:
         return self.default
 
 
+# Called as ``on_refused(method, caller, request)`` when a verified caller is refused by
+# the access policy (PERMISSION_DENIED), before the refusal is sent; e.g. to audit it.
+# Not called for unauthenticated calls, so anonymous traffic cannot flood an audit log.
+# It must not raise (failures are logged and the refusal stands).
+RefusalHook = Callable[[str, str, Any], Awaitable[None]]
+
+
 class _GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(
-        self, service: str, verifier: identity.IdentityVerifier | None, policy: AccessPolicy
+        self,
+        service: str,
+        verifier: identity.IdentityVerifier | None,
+        policy: AccessPolicy,
+        on_refused: RefusalHook | None = None,
     ) -> None:
         self._service = service
         self._verifier = verifier
         self._policy = policy
+        self._on_refused = on_refused
 
     async def intercept_service(
         self,
@@ -163,6 +175,7 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         short = method.rsplit("/", 1)[-1]
         service = self._service
+        on_refused = self._on_refused
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
@@ -181,6 +194,15 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             code=code,
                             reason=denial[1],
                         )
+                        if (
+                            on_refused is not None
+                            and calling is not None
+                            and denial[0] == grpc.StatusCode.PERMISSION_DENIED
+                        ):
+                            try:
+                                await on_refused(method, calling, request)
+                            except Exception:
+                                log.exception("refusal hook failed", method=method)
                         await context.abort(denial[0], denial[1])
                     try:
                         return await inner(request, context)
@@ -263,16 +285,18 @@ def create_server(
     verifier: identity.IdentityVerifier | None,
     policy: AccessPolicy | None = None,
     max_message_bytes: int = 8 * 1024 * 1024,
+    on_refused: RefusalHook | None = None,
 ) -> GrpcServer:
     """Build (not start) a ``grpc.aio`` server listening on ``address``.
 
-    ``verifier=None`` disables identity checks (unit tests only). Raises
+    ``verifier=None`` disables identity checks (unit tests only). ``on_refused`` is
+    told of verified callers the policy refuses (see :data:`RefusalHook`). Raises
     ``RuntimeError`` when the address cannot be bound.
     """
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
-            _GuardInterceptor(service, verifier, policy or AccessPolicy()),
+            _GuardInterceptor(service, verifier, policy or AccessPolicy(), on_refused),
         ],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),

@@ -132,3 +132,34 @@ async def test_graceful_stop_reports_not_serving(verifier_for) -> None:
     await srv.health.enter_graceful_shutdown()
     assert not await check_health(target)
     await srv.server.stop(0.5)
+
+
+async def test_refused_verified_callers_are_reported_to_the_hook(verifier_for, signer_for) -> None:
+    refused: list[tuple[str, str, bytes]] = []
+
+    async def on_refused(method: str, caller: str, request: bytes) -> None:
+        refused.append((method, caller, request))
+
+    srv = create_server(
+        service="vault",
+        address="127.0.0.1:0",
+        register=[register],
+        service_names=[SERVICE],
+        verifier=verifier_for("vault"),
+        policy=AccessPolicy(methods={f"/{SERVICE}/Secret": frozenset({"connectors"})}),
+        on_refused=on_refused,
+    )
+    await srv.start()
+    target = f"127.0.0.1:{srv.port}"
+    try:
+        async with open_channel(target, signer=signer_for("publisher"), audience="vault") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await call(ch, "Secret")(b"ask")
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert await call(ch, "Say")(b"hi") == b"caller=publisher"  # allowed: no report
+        async with grpc.aio.insecure_channel(target) as ch:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await call(ch, "Secret")(b"anonymous")  # unauthenticated: not reported
+    finally:
+        await srv.stop(0.5)
+    assert refused == [(f"/{SERVICE}/Secret", "publisher", b"ask")]

@@ -257,7 +257,13 @@ async def test_meta_deauthorize_reaches_webhook_events_normalised(
     )
     assert event.payload["user_id"] == user_id
     assert event.replay_count == 0
-    message = next(m for m in messages if m.value() == event.SerializeToString())
+
+    def event_of(m: Any) -> webhook_event_pb2.WebhookEvent:
+        parsed = webhook_event_pb2.WebhookEvent()
+        parsed.ParseFromString(m.value())
+        return parsed
+
+    message = next(m for m in messages if event_of(m).event_id == event.event_id)
     assert message.key() == connection.encode()
     headers = dict(message.headers())
     assert headers["postd-tenant"] == tenant_id.encode()

@@ -1,0 +1,67 @@
+"""/webhooks/{platform}[/{key}]: unauthenticated, raw bytes and headers to the router,
+its answer to the platform, size-limited."""
+
+from __future__ import annotations
+
+import pytest
+
+from postd_common.devinfra import free_port
+from postd_gateway.testing import VERIFY_TOKEN, sign_fake_webhook
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_signed_webhook_is_passed_raw(client, world):
+    body = b'{"object":"page",  "entry":[{"id":"1"}]}\n'
+    answer = await client.post(
+        "/webhooks/facebook",
+        data=body,
+        headers={"X-Fake-Signature": sign_fake_webhook(body), "Content-Type": "application/json"},
+    )
+    assert answer.status == 200
+    seen = world.ingested[-1]
+    assert seen.body == body  # byte for byte, whitespace included
+    assert seen.platform == "facebook"
+    assert seen.http_method == "POST"
+    names = [h.name.lower() for h in seen.headers]
+    assert "x-fake-signature" in names
+
+
+async def test_a_bad_signature_is_the_routers_401(client):
+    answer = await client.post("/webhooks/facebook", data=b"{}", headers={"X-Fake-Signature": "0"})
+    assert answer.status == 401
+
+
+async def test_a_challenge_is_answered_with_the_routers_body(client, world):
+    answer = await client.get(
+        "/webhooks/facebook",
+        params={
+            "hub.mode": "subscribe",
+            "hub.verify_token": VERIFY_TOKEN,
+            "hub.challenge": "8675309",
+        },
+    )
+    assert answer.status == 200
+    assert await answer.text() == "8675309"
+    assert world.ingested[-1].query_string.startswith("hub.mode=subscribe")
+
+
+async def test_path_keys_and_unknown_platforms(client, world):
+    answer = await client.post("/webhooks/nowhere/abc123", data=b"{}")
+    assert answer.status == 404
+    assert world.ingested[-1].path_key == "abc123"
+
+
+async def test_bodies_over_the_limit_are_refused_and_recorded(make_client, world):
+    client = await make_client(webhook_max_body_bytes=1024)
+    answer = await client.post("/webhooks/facebook", data=b"x" * 5000)
+    assert answer.status == 413
+    assert world.ingested[-1].body_truncated
+
+
+async def test_router_down_means_retry_later(make_client, settings):
+    dead = {name: f"127.0.0.1:{free_port()}" for name in settings.backends}
+    client = await make_client(backends=dead)
+    answer = await client.post("/webhooks/facebook", data=b"{}")
+    assert answer.status == 503
+    assert answer.headers["Retry-After"]

@@ -59,6 +59,7 @@ class Publisher:
     worker: PublishWorker
     relay: OutboxRelay
     outlet: KafkaOutlet
+    quotas: QuotaBook
     servicer: PublisherServicer
     consumers: list[ConsumerLoop[Any]] = field(default_factory=list)
     tasks: list[BackgroundTask] = field(default_factory=list)
@@ -74,7 +75,7 @@ def assemble(runtime: Runtime, settings: Settings) -> Publisher:
     outlet = KafkaOutlet(
         settings.common.kafka, topic_specs(settings.topics), send_timeout=settings.send_timeout
     )
-    quotas = QuotaBook()
+    quotas = QuotaBook(overrides=settings.quota_overrides)
     dispatcher = Dispatcher(
         store,
         KafkaJobQueue(outlet, settings.topics.jobs),
@@ -118,6 +119,7 @@ def assemble(runtime: Runtime, settings: Settings) -> Publisher:
         worker=worker,
         relay=relay,
         outlet=outlet,
+        quotas=quotas,
         servicer=PublisherServicer(posts, store),
     )
     producer = runtime.require_producer()

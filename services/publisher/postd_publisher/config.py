@@ -14,6 +14,7 @@ from postd_common.settings import CommonSettings, load_common, service_addr
 from postd_publisher.adapters.events import Topics
 from postd_publisher.domain.breaker import BreakerPolicy
 from postd_publisher.domain.dispatch import DispatchSettings
+from postd_publisher.domain.quota import QuotaRule, parse_rules
 
 ROLES = ("api", "dispatcher", "worker")
 
@@ -40,6 +41,7 @@ class Settings:
     consumer_batch: int
     send_timeout: float
     breaker: BreakerPolicy
+    quota_overrides: tuple[QuotaRule, ...]
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -71,6 +73,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "POSTD_PUBLISH_LEASE_SECONDS must be longer than POSTD_PUBLISH_TIMEOUT_SECONDS, "
             "or a slow publish would be taken for a dead worker"
         )
+    try:
+        overrides = tuple(parse_rules(env.text("POSTD_PUBLISH_QUOTA_RULES", "")))
+    except ValueError as exc:
+        env.problems.append(f"POSTD_PUBLISH_QUOTA_RULES: {exc}")
+        overrides = ()
     settings = Settings(
         common=common,
         connectors_addr=service_addr(env, "connectors"),
@@ -111,6 +118,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             max_cooldown_seconds=env.number("POSTD_BREAKER_MAX_COOLDOWN_SECONDS", 600.0),
             probe_timeout_seconds=env.number("POSTD_BREAKER_PROBE_TIMEOUT_SECONDS", 120.0),
         ),
+        quota_overrides=overrides,
     )
     env.check()
     return settings

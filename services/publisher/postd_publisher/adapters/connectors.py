@@ -18,7 +18,12 @@ from postd.common.v1.common_pb2 import (
 from postd.connectors.v1 import connectors_pb2 as pb
 from postd.connectors.v1.connectors_pb2_grpc import ConnectorsServiceStub
 from postd_common.errors import InvalidArgument, NotFound
-from postd_publisher.domain.quota import ACCOUNT_SCOPES, PUBLISH_LIMIT_NAMES, QuotaRule
+from postd_publisher.domain.quota import (
+    ACCOUNT_SCOPES,
+    PUBLISH_LIMIT_NAMES,
+    QuotaRule,
+    window_words,
+)
 from postd_publisher.ports import (
     ConnectionGone,
     ConnectionInfo,
@@ -171,15 +176,16 @@ class GrpcConnectorsClient:
         for platform in reply.platforms:
             for limit in platform.rate_limits:
                 if limit.scope in ACCOUNT_SCOPES and limit.name in PUBLISH_LIMIT_NAMES:
+                    window = limit.window.ToTimedelta()
+                    name = platform.display_name or platform.platform
                     rules.append(
                         QuotaRule(
                             platform=platform.platform,
                             name=limit.name,
                             limit=int(limit.limit),
-                            window=limit.window.ToTimedelta(),
-                            description=limit.description
-                            or f"{platform.display_name or platform.platform} allows "
-                            f"{limit.limit} per {limit.window.ToTimedelta()}",
+                            window=window,
+                            description=f"{name} allows {limit.limit} posts per "
+                            f"{limit.scope.replace('_', ' ')} in {window_words(window)}",
                         )
                     )
         return rules

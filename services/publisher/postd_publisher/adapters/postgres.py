@@ -134,7 +134,8 @@ WITH RECURSIVE tenants AS (
 )
 UPDATE publisher.jobs j
    SET state = 'DISPATCHED', dispatched_at = $1, dispatch_count = j.dispatch_count + 1,
-       run_at = $1 + make_interval(secs => $5), updated_at = $1, state_reason = ''
+       run_at = $1::timestamptz + make_interval(secs => $5::float8), updated_at = $1,
+       state_reason = ''
   FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.post_id, j.tenant_id, j.connection_id, j.platform, j.idempotency_key,
           j.content, j.attempt_count, j.due_at, j.max_attempts,
@@ -151,7 +152,8 @@ WITH picked AS (
 )
 UPDATE publisher.jobs j
    SET state = 'DISPATCHED', dispatched_at = $1, dispatch_count = j.dispatch_count + 1,
-       run_at = $1 + make_interval(secs => $3), updated_at = $1, state_reason = ''
+       run_at = $1::timestamptz + make_interval(secs => $3::float8), updated_at = $1,
+       state_reason = ''
   FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.post_id, j.tenant_id, j.connection_id, j.platform, j.idempotency_key,
           j.content, j.attempt_count, j.due_at, j.max_attempts,
@@ -162,7 +164,8 @@ CLAIM_ATTEMPT_SQL = f"""
 WITH claimed AS (
     UPDATE publisher.jobs j
        SET state = 'PUBLISHING', attempt_count = j.attempt_count + 1,
-           run_at = $4 + make_interval(secs => $5), updated_at = $4, state_reason = ''
+           run_at = $4::timestamptz + make_interval(secs => $5::float8), updated_at = $4,
+           state_reason = ''
      WHERE j.id = $1 AND j.tenant_id = $2 AND j.state = 'DISPATCHED'
        AND j.attempt_count + 1 = $3
        AND NOT EXISTS (SELECT 1 FROM publisher.connection_pauses cp
@@ -760,8 +763,9 @@ class PostgresJobStore:
                 self.q(
                     """UPDATE publisher.posts
                           SET approval = $3,
-                              approved_by = CASE WHEN $4 THEN $5 ELSE approved_by END,
-                              approved_at = CASE WHEN $4 THEN $7 ELSE approved_at END,
+                              approved_by = CASE WHEN $4::boolean THEN $5::text
+                                                 ELSE approved_by END,
+                              approved_at = CASE WHEN $4 THEN $7::timestamptz ELSE approved_at END,
                               rejected_by = CASE WHEN $4 THEN rejected_by ELSE $5 END,
                               rejected_at = CASE WHEN $4 THEN rejected_at ELSE $7 END,
                               approval_note = $6, updated_at = $7
@@ -1106,7 +1110,8 @@ class PostgresJobStore:
                 self.q(
                     f"""UPDATE publisher.jobs j
                            SET state = $5, state_reason = $6, updated_at = $3,
-                               finished_at = CASE WHEN $5 = 'CANCELLED' THEN $3 END
+                               finished_at = CASE WHEN $5::text = 'CANCELLED'
+                                                  THEN $3::timestamptz END
                          WHERE j.tenant_id = $1 AND j.connection_id = $2
                            AND j.state = 'PAUSED' AND j.run_at <= $3
                            AND (cardinality($4::uuid[]) = 0 OR j.id = ANY($4::uuid[]))
@@ -1242,7 +1247,8 @@ class PostgresJobStore:
             self.q(
                 """INSERT INTO publisher.breakers
                    (platform, state, opened_at, open_until, cooldown_seconds, reason)
-                   VALUES ($1, 'open', $2, $2 + make_interval(secs => $3), $3, $4)
+                   VALUES ($1, 'open', $2,
+                           $2::timestamptz + make_interval(secs => $3::float8), $3, $4)
                    ON CONFLICT (platform) DO NOTHING"""
             ),
             platform,
@@ -1385,21 +1391,21 @@ class PostgresJobStore:
         row = await conn.fetchrow(
             self.q(
                 f"""UPDATE publisher.jobs j
-                       SET state = $3, state_reason = $4,
-                           run_at = coalesce($5, j.run_at),
-                           budget_used = j.budget_used + $6,
-                           outcome_unknown = $7,
-                           platform_post_id = CASE WHEN $8 = '' THEN j.platform_post_id
+                       SET state = $3::text, state_reason = $4::text,
+                           run_at = coalesce($5::timestamptz, j.run_at),
+                           budget_used = j.budget_used + $6::int,
+                           outcome_unknown = $7::boolean,
+                           platform_post_id = CASE WHEN $8::text = '' THEN j.platform_post_id
                                                    ELSE $8 END,
-                           url = CASE WHEN $9 = '' THEN j.url ELSE $9 END,
-                           last_error = coalesce($10, j.last_error),
-                           last_category = CASE WHEN $11 = '' THEN j.last_category
+                           url = CASE WHEN $9::text = '' THEN j.url ELSE $9 END,
+                           last_error = coalesce($10::bytea, j.last_error),
+                           last_category = CASE WHEN $11::text = '' THEN j.last_category
                                                 ELSE $11 END,
-                           dead_lettered = $12,
-                           finished_at = CASE WHEN $13 THEN $14 ELSE NULL END,
+                           dead_lettered = $12::boolean,
+                           finished_at = CASE WHEN $13::boolean THEN $14::timestamptz ELSE NULL END,
                            updated_at = $14
                      WHERE j.id = $1 AND j.tenant_id = $2 AND j.state = 'PUBLISHING'
-                       AND j.attempt_count = $15
+                       AND j.attempt_count = $15::int
                  RETURNING {JOB_COLUMNS}"""
             ),
             jid,
@@ -1504,8 +1510,8 @@ class PostgresJobStore:
                     """UPDATE publisher.breakers
                           SET state = 'open',
                               cooldown_seconds = least(cooldown_seconds * 2, $3),
-                              open_until = $2 + make_interval(
-                                  secs => least(cooldown_seconds * 2, $3)),
+                              open_until = $2::timestamptz + make_interval(
+                                  secs => least(cooldown_seconds * 2, $3::float8)),
                               probe_job_id = NULL, probe_started_at = NULL
                         WHERE platform = $1 AND state = 'half_open'"""
                 ),

@@ -67,27 +67,26 @@ DEFAULT_RULES: tuple[QuotaRule, ...] = (
 
 
 class QuotaBook:
-    """The rules in force, by platform."""
+    """The rules in force, by platform: the bundled ones, replaced per platform by
+    those connectors reports, and by operator overrides (configuration) last."""
 
-    def __init__(self, rules: Iterable[QuotaRule] = DEFAULT_RULES) -> None:
+    def __init__(
+        self, rules: Iterable[QuotaRule] = DEFAULT_RULES, overrides: Iterable[QuotaRule] = ()
+    ) -> None:
+        self._overrides = tuple(overrides)
         self._by_platform: dict[str, tuple[QuotaRule, ...]] = {}
-        self.replace(rules)
+        self._set(_by_platform(rules) | _by_platform(self._overrides))
 
-    def replace(self, rules: Iterable[QuotaRule]) -> None:
-        grouped: dict[str, list[QuotaRule]] = defaultdict(list)
-        for rule in rules:
-            if rule.limit > 0 and rule.window > timedelta(0):
-                grouped[rule.platform].append(rule)
-        self._by_platform = {p: tuple(r) for p, r in grouped.items()}
+    def _set(self, grouped: dict[str, list[QuotaRule]]) -> None:
+        self._by_platform = {
+            platform: tuple(r for r in rules if r.limit > 0 and r.window > timedelta(0))
+            for platform, rules in grouped.items()
+        }
 
     def merge(self, rules: Iterable[QuotaRule]) -> None:
         """Rules from connectors replace the bundled ones of the same platform."""
-        fresh: dict[str, list[QuotaRule]] = defaultdict(list)
-        for rule in rules:
-            fresh[rule.platform].append(rule)
-        merged = {p: list(r) for p, r in self._by_platform.items()}
-        merged.update(fresh)
-        self.replace(r for rules_ in merged.values() for r in rules_)
+        current = {p: list(r) for p, r in self._by_platform.items()}
+        self._set(current | _by_platform(rules) | _by_platform(self._overrides))
 
     def for_platform(self, platform: str) -> tuple[QuotaRule, ...]:
         return self._by_platform.get(platform, ())
@@ -131,6 +130,52 @@ class QuotaPlan:
     admitted: frozenset[str]
     deferred: tuple[Deferral, ...]
     entries: tuple[LedgerEntry, ...]
+
+
+def _by_platform(rules: Iterable[QuotaRule]) -> dict[str, list[QuotaRule]]:
+    grouped: dict[str, list[QuotaRule]] = defaultdict(list)
+    for rule in rules:
+        grouped[rule.platform].append(rule)
+    return dict(grouped)
+
+
+def window_words(window: timedelta) -> str:
+    """ "24 hours", "minute", "10 minutes": a window as people say it."""
+    seconds = int(window.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds % size == 0 and seconds >= size:
+            count = seconds // size
+            if unit == "day" and count == 1:
+                return "24 hours"
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds} seconds"
+
+
+def parse_rules(text: str) -> list[QuotaRule]:
+    """Operator overrides: ``platform:name:limit:window_seconds`` separated by commas.
+    Raises ValueError naming the bad entry."""
+    rules: list[QuotaRule] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        parts = entry.split(":")
+        if len(parts) != 4 or not parts[0] or not parts[1]:
+            raise ValueError(f"quota rule {entry!r} is not platform:name:limit:window_seconds")
+        try:
+            limit, seconds = int(parts[2]), int(parts[3])
+        except ValueError as exc:
+            raise ValueError(f"quota rule {entry!r} needs whole numbers") from exc
+        window = timedelta(seconds=seconds)
+        rules.append(
+            QuotaRule(
+                parts[0],
+                parts[1],
+                limit,
+                window,
+                f"{parts[0]} allows {limit} posts per account in {window_words(window)}",
+            )
+        )
+    return rules
 
 
 UsageKey = tuple[str, str, str]  # tenant, connection, limit name

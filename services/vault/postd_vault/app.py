@@ -20,7 +20,7 @@ from postd_vault.domain.cache import DataKeyCache
 from postd_vault.domain.vault import Vault
 from postd_vault.kms import Kms
 from postd_vault.kms.local import KeyringError, LocalKeyring
-from postd_vault.servicer import POLICY, SERVICE_NAME, VaultServicer
+from postd_vault.servicer import POLICY, SERVICE_NAME, VaultServicer, refusal_auditor
 
 log = get_logger(__name__)
 
@@ -105,4 +105,5 @@ async def build(runtime: Runtime, settings: Settings, *, schema: str = "vault") 
         policy=POLICY,
         tasks=[key_sync_task(vault, settings.key_sync_seconds)],
         on_close=[kms.close],
+        on_refused=refusal_auditor(vault),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -23,6 +23,7 @@ from postd_common.grpcutil import AccessPolicy, map_domain_errors
 from postd_common.secrets import Secret
 from postd_vault.domain.model import (
     AuditAction,
+    AuditEntry,
     AuditEvent,
     AuditQuery,
     BundleInfo,
@@ -82,6 +83,29 @@ _AUDIT_TO_PROTO: Final[Mapping[AuditAction, int]] = {
 _AUDIT_FROM_PROTO: Final = {v: k for k, v in _AUDIT_TO_PROTO.items()}
 _MAX_PAGE: Final = 500
 _DEFAULT_PAGE: Final = 50
+
+
+def refusal_auditor(vault: Vault) -> Callable[[str, str, Any], Awaitable[None]]:
+    """The server's ``on_refused`` hook: a verified caller refused by :data:`POLICY` is
+    audited as ACCESS_DENIED with the ids it asked for (unverified, so bounded)."""
+
+    async def record(method: str, caller: str, request: Any) -> None:
+        def field(name: str) -> str:
+            return str(getattr(request, name, "") or "")[:200]
+
+        await vault.record_audit(
+            AuditEntry(
+                AuditAction.ACCESS_DENIED,
+                caller,
+                tenant_id=field("tenant_id"),
+                connection_id=field("connection_id"),
+                secret_name=field("name"),
+                success=False,
+                detail=f"PERMISSION_DENIED {method.rsplit('/', 1)[-1]}",
+            )
+        )
+
+    return record
 
 
 def _actor() -> str:

@@ -29,7 +29,7 @@ from postd_vault.domain.vault import Vault
 from postd_vault.kms import Kms, KmsUnavailable
 from postd_vault.kms.gcp import GcpKms
 from postd_vault.kms.local import LocalKeyring
-from postd_vault.servicer import POLICY, SERVICE_NAME, VaultServicer
+from postd_vault.servicer import POLICY, SERVICE_NAME, VaultServicer, refusal_auditor
 
 SUPPORT = Path(__file__).parent / "support"
 GCP_KEY = "projects/postd-test/locations/global/keyRings/vault/cryptoKeys/kek"
@@ -171,6 +171,7 @@ async def grpc_vault(
         service_names=[SERVICE_NAME],
         verifier=verifier_for("vault"),
         policy=POLICY,
+        on_refused=refusal_auditor(vault),
     )
     await server.start()
     yield server

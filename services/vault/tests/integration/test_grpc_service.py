@@ -86,10 +86,21 @@ async def test_only_connectors_may_get_a_token_bundle(
         )
     )
     request = vault_pb2.GetTokenBundleRequest(tenant_id=tenant, connection_id="c")
-    for caller in ("publisher", "webhook-router", "gateway", "health", "operator"):
+    callers = ("publisher", "webhook-router", "gateway", "health", "operator")
+    for caller in callers:
         refused = await status_of(stub_for(caller).GetTokenBundle(request))
         assert refused.code() == grpc.StatusCode.PERMISSION_DENIED, caller
         assert "at-grpc" not in (refused.details() or "")
+    # Each refusal is audited with who asked for what.
+    audit = await stub_for("operator").ListAuditEvents(
+        vault_pb2.ListAuditEventsRequest(
+            tenant_id=tenant, actions=[vault_pb2.AUDIT_ACTION_ACCESS_DENIED]
+        )
+    )
+    assert sorted((e.actor, e.connection_id, e.success) for e in audit.events) == sorted(
+        (caller, "c", False) for caller in callers
+    )
+    assert {e.detail for e in audit.events} == {"PERMISSION_DENIED GetTokenBundle"}
 
 
 async def test_a_caller_without_identity_is_unauthenticated(grpc_vault: Any, tenant: str) -> None:

@@ -12,9 +12,10 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from postd_common import errors
+from postd_common import db, errors
 from postd_common.secrets import Secret
 from postd_vault.adapters.postgres import PostgresSecretStore
+from postd_vault.domain.cache import DataKeyCache
 from postd_vault.domain.envelope import data_key_aad
 from postd_vault.domain.model import AuditAction, AuditQuery, Scope, SecretAddress, TokenBundle
 from postd_vault.domain.vault import Vault
@@ -386,3 +387,53 @@ async def test_an_unavailable_kms_writes_nothing(
     assert [tuple(r) for r in rows] == [("conn-1", 1)]
     got, _ = await vault.get_token_bundle("connectors", tenant, "conn-1")
     assert got.refresh_token.reveal() == "rt-1"
+
+
+async def test_a_database_that_does_not_answer_is_unavailable_then_recovers(
+    local_kms, tenant: str, pg_dsn: str, schema: str
+) -> None:
+    own_pool = await db.create_pool(
+        pg_dsn, min_size=1, max_size=2, command_timeout=0.5, reset_session=False
+    )
+    locker = await asyncpg.connect(pg_dsn)
+    try:
+        vault = Vault(PostgresSecretStore(own_pool, schema=schema), local_kms, DataKeyCache(0, 0))
+        await vault.start()
+        await vault.store_token_bundle("connectors", tenant, "c", bundle())
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute(f"LOCK TABLE {schema}.secrets IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(errors.Unavailable) as down:
+            await vault.get_token_bundle("connectors", tenant, "c")
+        assert "database is unavailable" in down.value.message
+        with pytest.raises(errors.Unavailable):
+            await vault.store_token_bundle("connectors", tenant, "d", bundle())
+        await lock.rollback()
+        got, _ = await vault.get_token_bundle("connectors", tenant, "c")
+        assert got.access_token.reveal() == "at-1"
+        with pytest.raises(errors.NotFound):  # the store that timed out wrote nothing
+            await vault.get_token_bundle("connectors", tenant, "d")
+    finally:
+        await locker.close()
+        await own_pool.close()
+
+
+async def test_a_replace_whose_answer_was_lost_is_safe_to_retry(vault: Vault, tenant: str) -> None:
+    await vault.store_token_bundle("connectors", tenant, "c", bundle("at-1", "rt-1"))
+    _, info = await vault.get_token_bundle("connectors", tenant, "c")
+    new = bundle("at-2", "rt-2")
+    await vault.replace_token_bundle(
+        "connectors", tenant, "c", new, expected_fingerprint=info.refresh_fingerprint
+    )
+    # The caller never saw the answer and retries the same compare-and-swap: it is
+    # refused (nothing is written twice), and reading gives it the tokens it sent.
+    with pytest.raises(errors.Conflict):
+        await vault.replace_token_bundle(
+            "connectors", tenant, "c", new, expected_fingerprint=info.refresh_fingerprint
+        )
+    got, after = await vault.get_token_bundle("connectors", tenant, "c")
+    assert (got.access_token.reveal(), got.refresh_token.reveal(), after.version) == (
+        "at-2",
+        "rt-2",
+        2,
+    )

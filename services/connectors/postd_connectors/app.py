@@ -26,6 +26,7 @@ from postd_connectors.media.preflight import FfprobeInspector
 from postd_connectors.platforms.base import Connector, MediaSource
 from postd_connectors.platforms.linkedin import LinkedInConnector
 from postd_connectors.platforms.meta import FacebookConnector, InstagramConnector, MetaGraph
+from postd_connectors.platforms.tiktok import TikTokConnector
 from postd_connectors.ports import TokenStore
 from postd_connectors.servicer import POLICY, SERVICE, ConnectorsServicer, register
 
@@ -75,6 +76,7 @@ def build_connectors(
         poll=settings.poll,
     )
     linkedin = settings.apps["linkedin"]
+    tiktok = settings.apps["tiktok"]
     connectors: list[Connector] = [
         FacebookConnector(meta, data.capabilities["facebook"]),
         InstagramConnector(meta, data.capabilities["instagram"]),
@@ -86,6 +88,17 @@ def build_connectors(
             timeout=timeout,
             media=media,
             version=linkedin.options["version"],
+        ),
+        TikTokConnector(
+            tiktok,
+            session,
+            data.catalogues["tiktok"],
+            data.capabilities["tiktok"],
+            timeout=timeout,
+            media=media,
+            poll=settings.poll,
+            chunk_size=int(tiktok.options["chunk_bytes"]),
+            max_video_bytes=int(tiktok.options["max_video_bytes"]),
         ),
     ]
     return {c.platform: c for c in connectors}

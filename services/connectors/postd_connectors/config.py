@@ -125,6 +125,13 @@ def _apps(
             options["graph_version"] = env.text("POSTD_META_GRAPH_VERSION", "v23.0")
         if name == "linkedin":
             options["version"] = env.text("POSTD_LINKEDIN_VERSION", default_linkedin_version())
+        if name == "tiktok":
+            options["chunk_bytes"] = str(
+                env.integer("POSTD_TIKTOK_CHUNK_BYTES", 10 * 1024 * 1024, minimum=5 * 1024 * 1024)
+            )
+            options["max_video_bytes"] = str(
+                env.integer("POSTD_TIKTOK_MAX_VIDEO_BYTES", 512 * 1024 * 1024, minimum=1024)
+            )
         apps[name] = AppConfig(
             name=name,
             client_id=client_id,

@@ -83,9 +83,18 @@ def flip(value: str) -> str:
 def hex_case_only(platform: str, result: dict[str, Any]) -> bool:
     """The sandbox's tamper turned a hex 'a' into 'A': the same signature, not a forgery."""
     raw = result["sent"]["raw"].encode()
+    headers = result["sent"]["headers"]
     correct = {
         "linkedin": lambda: signing.linkedin_signature("dev-linkedin-client-secret", raw),
         "meta": lambda: signing.meta_signature("dev-meta-client-secret", raw),
+        "slack": lambda: signing.slack_signature(
+            "dev-slack-signing-secret", int(headers["X-Slack-Request-Timestamp"]), raw
+        ),
+        "tiktok": lambda: signing.tiktok_signature(
+            "dev-tiktok-client-secret",
+            raw,
+            int(headers["TikTok-Signature"].split(",")[0].removeprefix("t=")),
+        ),
     }
     if platform not in correct:
         return False

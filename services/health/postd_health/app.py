@@ -269,22 +269,14 @@ def assemble(
     )
 
 
-async def build(
-    runtime: Runtime, settings: Settings, overrides: Overrides | None = None
-) -> ServiceParts:
-    over = overrides or Overrides()
-    session = aiohttp.ClientSession()
-    svc = assemble(runtime, settings, over, session)
-    producer = runtime.require_producer()
+def consumer_loops(
+    svc: HealthService, settings: Settings, over: Overrides, producer: EventProducer
+) -> list[ConsumerLoop[Any]]:
+    """The four consumers: connection events, publish results, webhook events, alerts."""
     kafka = settings.common.kafka
     group = settings.consumer_group
     names = over.topics
-    clock = over.clock
-
-    def register(server: grpc.aio.Server) -> None:
-        health_pb2_grpc.add_ConnectionHealthServiceServicer_to_server(svc.servicer, server)
-
-    consumers: list[ConsumerLoop[Any]] = [
+    return [
         ConsumerLoop(
             kafka,
             topics=[names.connection_events],
@@ -298,7 +290,7 @@ async def build(
             topics=[names.publish_results],
             group_id=f"{group}.publish-results",
             message_type=publish_result_pb2.PublishResult,
-            handler=PublishResultHandler(svc.store, svc.monitor, clock=clock),
+            handler=PublishResultHandler(svc.store, svc.monitor, clock=over.clock),
             dlq_producer=producer,
         ),
         ConsumerLoop(
@@ -306,7 +298,7 @@ async def build(
             topics=[names.webhook_events],
             group_id=f"{group}.webhook-events",
             message_type=webhook_event_pb2.WebhookEvent,
-            handler=WebhookEventHandler(svc.store, svc.monitor, clock=clock),
+            handler=WebhookEventHandler(svc.store, svc.monitor, clock=over.clock),
             dlq_producer=producer,
         ),
         ConsumerLoop(
@@ -318,6 +310,21 @@ async def build(
             dlq_producer=producer,
         ),
     ]
+
+
+async def build(
+    runtime: Runtime, settings: Settings, overrides: Overrides | None = None
+) -> ServiceParts:
+    over = overrides or Overrides()
+    session = aiohttp.ClientSession()
+    svc = assemble(runtime, settings, over, session)
+    producer = runtime.require_producer()
+    clock = over.clock
+
+    def register(server: grpc.aio.Server) -> None:
+        health_pb2_grpc.add_ConnectionHealthServiceServicer_to_server(svc.servicer, server)
+
+    consumers = consumer_loops(svc, settings, over, producer)
 
     async def detect_once() -> int:
         await svc.detectors.run_once()

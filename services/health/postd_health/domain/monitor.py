@@ -382,17 +382,17 @@ class ConnectionMonitor:
                     missing_scopes=missing,
                 )
         ok = report.ok and failure is None
+        # Health judges on its own clock (the budget's span, the log), not the peer's.
+        at = self._clock()
         if ok:
-            work.signals.append(Signal.success(Source.HEALTH_CHECK, report.checked_at))
+            work.signals.append(Signal.success(Source.HEALTH_CHECK, at))
         else:
             failure = failure or Failure(Category.UNKNOWN, platform=watch.platform)
-            work.signals.append(Signal.failed(Source.HEALTH_CHECK, report.checked_at, failure))
-        work.records.append(
-            _record(watch, kind, ok, report.checked_at, report.latency, None if ok else failure)
-        )
+            work.signals.append(Signal.failed(Source.HEALTH_CHECK, at, failure))
+        work.records.append(_record(watch, kind, ok, at, report.latency, None if ok else failure))
         work.samples.append(
             CallSample(
-                report.checked_at,
+                at,
                 watch.tenant_id,
                 watch.platform,
                 "check",

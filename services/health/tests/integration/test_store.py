@@ -113,14 +113,16 @@ async def test_one_incident_one_firing_then_one_resolution(store: PostgresStore)
         AlertSpec(**{**spec.__dict__, "severity": Severity.CRITICAL}), NOW, "alerts"
     )
     assert escalated is not None
-    assert escalated.alert_id == fired[0].alert_id
+    first = fired[0]
+    assert first is not None
+    assert escalated.alert_id == first.alert_id
     resolved = await store.resolve_alert(spec.dedupe_key, "Fine again.", NOW, "alerts")
     assert resolved is not None
     assert resolved.state is AlertState.RESOLVED
     assert await store.resolve_alert(spec.dedupe_key, "Fine again.", NOW, "alerts") is None
     relayed: list = []
 
-    async def publish(messages) -> None:  # type: ignore[no-untyped-def]
+    async def publish(messages):
         relayed.extend(messages)
 
     assert await store.relay_outbox(100, publish) == 3  # firing, escalation, resolution

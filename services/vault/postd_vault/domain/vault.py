@@ -8,6 +8,7 @@ message names ids and versions only, never a secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import re
@@ -485,6 +486,7 @@ class Vault:
         run_id = await self._store.start_rewrap_run(actor, target)
         rewrapped = failed = batches = 0
         after = ""
+        error = ""
         try:
             while not max_batches or batches < max_batches:
                 primary = await self._require_primary()
@@ -500,19 +502,29 @@ class Vault:
                 REWRAPPED.inc(done)
                 if on_batch is not None:
                     await on_batch(done, rewrapped)
+        except asyncio.CancelledError:
+            error = "; stopped: cancelled"
+            raise
+        except errors.DomainError as exc:
+            error = f"; stopped: {exc.code}"
+            raise
         finally:
             remaining = await self._remaining_or_unknown(target)
             await self._finish_run(run_id, remaining)
-        await self._store.record_audit(
-            AuditEntry(
-                AuditAction.REWRAP,
-                actor,
-                key_version=target,
-                success=failed == 0,
-                detail=f"rewrapped {rewrapped} in {batches} batches; {remaining} remain"
-                + (f"; {failed} did not unwrap" if failed else ""),
-            )
-        )
+            # Audited whether the run finished, failed or was cancelled (best effort:
+            # the database may be what failed).
+            with contextlib.suppress(errors.Unavailable):
+                await self._store.record_audit(
+                    AuditEntry(
+                        AuditAction.REWRAP,
+                        actor,
+                        key_version=target,
+                        success=failed == 0 and not error,
+                        detail=f"rewrapped {rewrapped} in {batches} batches; {remaining} remain"
+                        + (f"; {failed} did not unwrap" if failed else "")
+                        + error,
+                    )
+                )
         return RewrapResult(rewrapped, remaining, batches, failed)
 
     async def _rewrap_batch(
@@ -772,7 +784,7 @@ class Vault:
 def _require_id(value: str, field: str) -> None:
     if not value:
         raise errors.InvalidArgument(f"{field} is required", field=field)
-    if len(value) > _ID_MAX or "\0" in value:
+    if len(value) > _ID_MAX or "\0" in value or value == INTERNAL_TENANT:
         raise errors.InvalidArgument(f"{field} is not a valid id", field=field)
 
 

@@ -18,7 +18,7 @@ import pytest
 from postd_common import errors
 from postd_common.secrets import Secret
 from postd_vault.adapters.postgres import PostgresSecretStore
-from postd_vault.domain.model import TokenBundle
+from postd_vault.domain.model import AuditAction, AuditQuery, TokenBundle
 from postd_vault.domain.vault import Vault
 
 pytestmark = pytest.mark.integration
@@ -224,6 +224,10 @@ async def test_a_rewrap_cancelled_inside_a_batch_loses_only_that_batch(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await store.count_by_key_version() == {"v2": 200, "v1": 51}
+    # Even a cancelled run leaves its audit event.
+    runs = await store.list_audit(AuditQuery(actions=(AuditAction.REWRAP,)))
+    assert runs[0].entry.detail == "rewrapped 200 in 2 batches; 51 remain; stopped: cancelled"
+    assert not runs[0].entry.success
 
     resumed = await vault.run_rewrap("operator", batch_size=100)
     assert (resumed.rewrapped, resumed.remaining) == (51, 0)

@@ -437,3 +437,13 @@ async def test_a_replace_whose_answer_was_lost_is_safe_to_retry(vault: Vault, te
         "rt-2",
         2,
     )
+
+
+async def test_the_vaults_own_tenant_id_is_refused(vault: Vault) -> None:
+    for call in (
+        vault.store_token_bundle("connectors", "_vault", "c", bundle()),
+        vault.get_platform_secret("connectors", "_vault", "_vault.refresh_token_fingerprint_key"),
+        vault.delete_connection_secrets("connectors", "_vault", "c", ""),
+    ):
+        with pytest.raises(errors.InvalidArgument):
+            await call

@@ -315,7 +315,7 @@ class PublishWorker:
             now=now,
             wait_at_least=wait,
         )
-        record = self._decided(claimed, started, error, decision)
+        record = self._decided(claimed, started, error, decision, now)
         return _with(
             record,
             block_until=block_until,
@@ -330,10 +330,16 @@ class PublishWorker:
         )
 
     def _decided(
-        self, claimed: ClaimedJob, started: float, error: PlatformError, decision: Decision
+        self,
+        claimed: ClaimedJob,
+        started: float,
+        error: PlatformError,
+        decision: Decision,
+        now: datetime,
     ) -> AttemptRecord:
+        """The record for a decision taken at ``now`` (also the attempt's end, so a
+        retry time "not before Retry-After" holds against the recorded end)."""
         job = claimed.job
-        now = self._now()
         latency = time.monotonic() - started
         if decision.step is Step.RETRY:
             return AttemptRecord(
@@ -384,20 +390,21 @@ class PublishWorker:
                 ),
             )
         if decision.step is Step.FAIL:
-            return self._final(claimed, started, error, decision.reason)
-        return self._dead_letter(claimed, started, error, decision.reason)
+            return self._final(claimed, started, error, decision.reason, now)
+        return self._dead_letter(claimed, started, error, decision.reason, now)
 
     def _unknown(self, claimed: ClaimedJob, started: float, what: str) -> AttemptRecord:
         job = claimed.job
+        now = self._now()
         budget = job.budget_used + 1
         decision = self._retry.after_unknown(
-            budget_used=budget, max_attempts=job.max_attempts, now=self._now(), what=what
+            budget_used=budget, max_attempts=job.max_attempts, now=now, what=what
         )
         error = _error(job.platform, Category.TRANSIENT, f"Publishing to {job.platform}: {what}.")
         if decision.step is Step.RETRY:
-            record = self._decided(claimed, started, error, decision)
+            record = self._decided(claimed, started, error, decision, now)
             return _with(record, outcome=AttemptOutcome.UNKNOWN, outcome_unknown=True)
-        record = self._dead_letter(claimed, started, error, decision.reason)
+        record = self._dead_letter(claimed, started, error, decision.reason, now)
         return _with(record, outcome=AttemptOutcome.UNKNOWN, outcome_unknown=True)
 
     def _gone(self, claimed: ClaimedJob, started: float) -> AttemptRecord:
@@ -413,9 +420,14 @@ class PublishWorker:
         return self._dead_letter(claimed, started, error, f"Not retried: {why}")
 
     def _final(
-        self, claimed: ClaimedJob, started: float, error: PlatformError, reason: str
+        self,
+        claimed: ClaimedJob,
+        started: float,
+        error: PlatformError,
+        reason: str,
+        now: datetime | None = None,
     ) -> AttemptRecord:
-        now = self._now()
+        now = now or self._now()
         return AttemptRecord(
             job=claimed.job,
             attempt=claimed.attempt,
@@ -435,9 +447,14 @@ class PublishWorker:
         )
 
     def _dead_letter(
-        self, claimed: ClaimedJob, started: float, error: PlatformError, reason: str
+        self,
+        claimed: ClaimedJob,
+        started: float,
+        error: PlatformError,
+        reason: str,
+        now: datetime | None = None,
     ) -> AttemptRecord:
-        now = self._now()
+        now = now or self._now()
         return AttemptRecord(
             job=claimed.job,
             attempt=claimed.attempt,

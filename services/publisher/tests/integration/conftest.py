@@ -58,11 +58,27 @@ COFFEE_PAGE = "200000000000001"
 TEA_PAGE = "200000000000002"
 ROOT = Path(__file__).resolve().parents[4]
 
-TERMINAL = {pb.JOB_STATE_PUBLISHED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+TERMINAL: set[Any] = {pb.JOB_STATE_PUBLISHED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 
 
 def schema_name(prefix: str) -> str:
     return unique(prefix).replace("-", "_")
+
+
+@dataclass
+class Topics:
+    jobs: str
+    results: str
+    dlq: str
+    events: str
+
+
+@pytest.fixture
+def topics(make_topics: Callable[..., list[str]]) -> Topics:
+    jobs, results, dlq, events = make_topics(
+        "publish.jobs", "publish.results", "publish.dlq", "connection.events", partitions=3
+    )
+    return Topics(jobs, results, dlq, events)
 
 
 # --------------------------------------------------------------------------- connectors
@@ -135,6 +151,7 @@ class Platforms:
     sandbox: RunningSandbox
     http: aiohttp.ClientSession
     stub: ConnectorsServiceStub
+    health: ConnectorsServiceStub
 
     async def control(self, method: str, path: str, **kw: Any) -> Any:
         async with self.http.request(method, self.sandbox.url + path, **kw) as resp:
@@ -191,10 +208,10 @@ async def platforms(
     signer_for: Callable[[str], IdentitySigner],
     verifier_for: Callable[[str], IdentityVerifier],
     vault: VaultHandle | None,
-    make_topics: Callable[..., list[str]],
+    topics: Topics,
 ) -> AsyncIterator[Platforms]:
     sandbox = await start_sandbox()
-    (events_topic,) = make_topics("connection.events")
+    events_topic = topics.events
     settings = connectors_settings(
         {
             "POSTD_ENV": "test",
@@ -239,15 +256,19 @@ async def platforms(
     await server.start()
     address = f"127.0.0.1:{server.port}"
     gateway = open_channel(address, signer=signer_for("gateway"), audience="connectors")
+    health = open_channel(address, signer=signer_for("health"), audience="connectors")
     stop = asyncio.Event()
     relay_task = asyncio.create_task(relay.run(stop))
     try:
-        yield Platforms(address, sandbox, http, ConnectorsServiceStub(gateway))
+        yield Platforms(
+            address, sandbox, http, ConnectorsServiceStub(gateway), ConnectorsServiceStub(health)
+        )
     finally:
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(relay_task, 5)
         await gateway.close()
+        await health.close()
         if vault_channel is not None:
             await vault_channel.close()
         await server.stop(0)
@@ -258,22 +279,6 @@ async def platforms(
 
 
 # --------------------------------------------------------------------------- publisher
-
-
-@dataclass
-class Topics:
-    jobs: str
-    results: str
-    dlq: str
-    events: str
-
-
-@pytest.fixture
-def topics(make_topics: Callable[..., list[str]]) -> Topics:
-    jobs, results, dlq, events = make_topics(
-        "publish.jobs", "publish.results", "publish.dlq", "connection.events", partitions=3
-    )
-    return Topics(jobs, results, dlq, events)
 
 
 @pytest.fixture
@@ -405,13 +410,13 @@ class Harness:
     async def wait_job(
         self,
         job_id: str,
-        states: set[int] | None = None,
+        states: set[Any] | None = None,
         *,
         tenant: str | None = None,
         within: float = 45.0,
     ) -> pb.Job:
         """Poll until the job is in one of ``states`` (default: terminal)."""
-        wanted = states or TERMINAL
+        wanted: set[Any] = states or TERMINAL
         deadline = time.monotonic() + within
         job = await self.job(job_id, tenant)
         while job.state not in wanted:
@@ -494,17 +499,17 @@ async def harness(
             [gateway, health, *runtime.channels.values()],
             producer,
         )
-        harness.running.append(running)
-        if harness.gateway is None:
-            harness.gateway = PublisherServiceStub(gateway)
-            harness.health = PublisherServiceStub(health)
+        handle.running.append(running)
+        if handle.gateway is None:
+            handle.gateway = PublisherServiceStub(gateway)
+            handle.health = PublisherServiceStub(health)
         return running
 
-    harness = Harness(tenant_id, platforms, pg_pool, schema, topics, env, start)
+    handle = Harness(tenant_id, platforms, pg_pool, schema, topics, env, start)
     try:
-        yield harness
+        yield handle
     finally:
-        for running in harness.running:
+        for running in handle.running:
             await running.close()
 
 
@@ -512,6 +517,36 @@ async def harness(
 async def pages(harness: Harness) -> dict[str, str]:
     """The tenant's two Facebook Pages, connected through connectors."""
     return await harness.platforms.connect(harness.tenant)
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool], within: float = 30.0
+) -> list[Any]:
+    """Every message on ``topic`` from the start, read until ``until(messages)`` holds
+    (blocks; run it in a thread)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 2000,
+            "heartbeat.interval.ms": 300,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[Any] = []
+    deadline = time.monotonic() + within
+    try:
+        while not until(found) and time.monotonic() < deadline:
+            for message in consumer.consume(100, 0.2):
+                if message.error() is None:
+                    found.append(message)
+    finally:
+        consumer.close()
+    return found
 
 
 # --------------------------------------------------------------------------- subprocess

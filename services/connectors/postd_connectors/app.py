@@ -24,6 +24,7 @@ from postd_connectors.domain.service import ConnectorsService, ServiceConfig
 from postd_connectors.media.fetch import GuardedFetcher
 from postd_connectors.media.preflight import FfprobeInspector
 from postd_connectors.platforms.base import Connector, MediaSource
+from postd_connectors.platforms.google_business import GoogleBusinessConnector
 from postd_connectors.platforms.linkedin import LinkedInConnector
 from postd_connectors.platforms.meta import FacebookConnector, InstagramConnector, MetaGraph
 from postd_connectors.platforms.tiktok import TikTokConnector
@@ -99,6 +100,13 @@ def build_connectors(
             poll=settings.poll,
             chunk_size=int(tiktok.options["chunk_bytes"]),
             max_video_bytes=int(tiktok.options["max_video_bytes"]),
+        ),
+        GoogleBusinessConnector(
+            settings.apps["google"],
+            session,
+            data.catalogues["google"],
+            data.capabilities["google_business"],
+            timeout=timeout,
         ),
     ]
     return {c.platform: c for c in connectors}

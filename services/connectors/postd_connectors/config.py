@@ -41,6 +41,7 @@ APP_HOSTS: Final[Mapping[str, Mapping[str, tuple[str, str]]]] = {
     "google": {
         "accounts": ("https://accounts.google.com", "/google/accounts"),
         "oauth2": ("https://oauth2.googleapis.com", "/google/oauth2"),
+        "userinfo": ("https://www.googleapis.com/oauth2", "/google/oauth2"),
         "mybusiness": ("https://mybusiness.googleapis.com", "/google/mybusiness"),
         "account_management": (
             "https://mybusinessaccountmanagement.googleapis.com",
@@ -49,6 +50,10 @@ APP_HOSTS: Final[Mapping[str, Mapping[str, tuple[str, str]]]] = {
         "business_information": (
             "https://mybusinessbusinessinformation.googleapis.com",
             "/google/mybusinessbusinessinformation",
+        ),
+        "performance": (
+            "https://businessprofileperformance.googleapis.com",
+            "/google/businessprofileperformance",
         ),
     },
     "mailchimp": {

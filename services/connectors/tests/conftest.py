@@ -249,7 +249,9 @@ class Harness:
         user_id: str = "u_1",
         **consent: Any,
     ) -> pb.CompleteAuthResponse:
-        app = {"facebook": "meta", "instagram": "meta"}.get(platform, platform)
+        app = {"facebook": "meta", "instagram": "meta", "google_business": "google"}.get(
+            platform, platform
+        )
         await self.consent(platform=app, **consent)
         start = await self.stub().StartAuth(
             pb.StartAuthRequest(

@@ -89,6 +89,10 @@ class PlatformCapabilities:
     default_capabilities: tuple[str, ...] = ("publish",)
     # Scopes every flow asks for (identity), whatever the capabilities.
     base_scopes: tuple[str, ...] = ()
+    # Where the platform names its post kinds in the content's options (Business
+    # Profile's topic_type), and the format when the option is not given.
+    format_option: str = ""
+    default_format: str = ""
 
     @property
     def max_text_length(self) -> int:
@@ -239,6 +243,8 @@ def parse_capabilities(raw: Mapping[str, Any], source: str = "<data>") -> Platfo
             raw.get("default_capabilities", ["publish"]), f"{source}.default_capabilities"
         ),
         base_scopes=_tuple(raw.get("base_scopes"), f"{source}.base_scopes"),
+        format_option=str(raw.get("format_option", "")),
+        default_format=str(raw.get("default_format", "")),
     )
     for capability in caps.default_capabilities:
         if capability not in caps.capability_scopes:

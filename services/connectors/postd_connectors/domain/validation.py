@@ -111,6 +111,9 @@ def choose_format(caps: PlatformCapabilities, content: PostContent) -> str:
     explicit = content.option(caps.platform, "format")
     if explicit:
         return explicit
+    if caps.format_option:
+        chosen = content.option(caps.platform, caps.format_option).lower()
+        return chosen or caps.default_format
     kinds = [m.effective_kind for m in content.media]
     if not kinds:
         return "link" if content.link and caps.format("link") else "text"

@@ -15,7 +15,7 @@ from postd_common.logging import configure_logging, get_logger
 from postd_common.service import run
 from postd_common.telemetry import setup_tracing
 from postd_gateway.adapters.postgres import FlagStore, TenantStore
-from postd_gateway.app import SPEC, create_app
+from postd_gateway.app import SERVER_LIMITS, SPEC, create_app
 from postd_gateway.config import Settings, load_settings
 from postd_gateway.domain import FLAG_STAGES, FeatureFlag, digest_matches, issue_key, parse_key
 
@@ -25,7 +25,9 @@ log = get_logger("postd_gateway")
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     configure_logging("gateway", settings.common.log_level)
     setup_tracing("gateway", settings.common.otlp_endpoint)
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=10)
+    runner = web.AppRunner(
+        create_app(settings), access_log=None, shutdown_timeout=10, **SERVER_LIMITS
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()

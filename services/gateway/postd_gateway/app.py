@@ -60,6 +60,10 @@ SPEC: Final = ServiceSpec(
     name="gateway", schema="gateway", migrations=Path(__file__).with_name("migrations")
 )
 
+# The HTTP layer's own limits (it answers a plain-text 400 past them, before any
+# middleware runs); passed to the AppRunner that serves the app.
+SERVER_LIMITS: Final = {"max_line_size": 32768, "max_field_size": 32768}
+
 SETTINGS: Final = web.AppKey("settings", Settings)
 POOL: Final = web.AppKey("pool", asyncpg.Pool)
 CHECKS: Final = web.AppKey[dict[str, healthz.Check]]("checks")

@@ -66,9 +66,10 @@ def _error_statuses(route: Route) -> list[int]:
         statuses.add(404)
     if route.body is not None:
         statuses |= {413, 415}
-    if route.path.startswith("/v1/") or route.path.startswith("/oauth/"):
-        # Operations answered by a backend may also see its failures.
-        statuses |= {400, 404, 409, 422, 429, 501, 502, 503, 504}
+    if route.path.startswith(("/v1/", "/oauth/")):
+        # Operations answered by a backend may also see its failures; signing in may
+        # refuse the credential it is given.
+        statuses |= {400, 401, 403, 404, 409, 422, 429, 501, 502, 503, 504}
     if route.creates:
         statuses.add(409)
     return sorted(statuses)
@@ -133,6 +134,10 @@ def _operation(route: Route) -> dict[str, Any]:
         }
         if status in (429, 503):
             entry["headers"] = {"Retry-After": _header("Seconds to wait.", "integer")}
+        if status == 400:
+            # The HTTP layer answers plain text for a request line or header over its
+            # limits, before the gateway sees the request.
+            entry["content"]["text/plain"] = {"schema": {"type": "string"}}
         responses[str(status)] = entry
     operation: dict[str, Any] = {
         "operationId": route.operation_id,

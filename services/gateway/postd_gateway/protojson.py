@@ -215,6 +215,16 @@ class SchemaRegistry:
             self.components[name] = self._message(descriptor, write)
         return {"$ref": f"#/components/schemas/{name}"}
 
+    def shown_once(self, ref: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+        """A variant of a component whose ``fields`` may also be null: the answer of a
+        replayed creating request, which never stores a secret shown once."""
+        name = ref["$ref"].rsplit("/", 1)[-1]
+        original = self.components[name]
+        properties = dict(original["properties"])
+        for field in fields:
+            properties[field] = {"anyOf": [properties[field], {"type": "null"}]}
+        return self.add(f"{name}.Replayable", {**original, "properties": properties})
+
     def add(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
         self.components[name] = schema
         return {"$ref": f"#/components/schemas/{name}"}

@@ -22,6 +22,9 @@ Access = Literal["tenant", "public"]
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # Ids are opaque to the gateway; anything else cannot name an object, so it is a 404.
 ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# An id or a short name in a query or body: ASCII, so a URL stays well inside limits.
+ID_SCHEMA: Final = {"type": "string", "pattern": ID_PATTERN}
+NAME_SCHEMA: Final = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"}
 _PATH_PARAM = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -149,7 +152,7 @@ def page_query(extra: Sequence[Param] = ()) -> tuple[Param, ...]:
         ),
         Param(
             "cursor",
-            {"type": "string", "minLength": 1, "maxLength": 2048},
+            {"type": "string", "pattern": "^[A-Za-z0-9._~:=+/-]{1,1024}$"},
             "next_cursor of the previous page.",
         ),
     )

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from postd_gateway.backends import rpc
 from postd_gateway.problems import bad_request
 from postd_gateway.protojson import SchemaRegistry, enum_from_json, enum_names, from_json
-from postd_gateway.routing import Answer, Call, Param
+from postd_gateway.routing import NAME_SCHEMA, Answer, Call, Param
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R")
@@ -33,7 +33,7 @@ def enum_param(
 
 
 def string_param(name: str, description: str, *, repeated: bool = False) -> Param:
-    item = {"type": "string", "minLength": 1, "maxLength": 200}
+    item = dict(NAME_SCHEMA)
     if repeated:
         return Param(
             name,

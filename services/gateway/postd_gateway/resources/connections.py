@@ -22,6 +22,7 @@ from postd_gateway.resources.common import (
     string_param,
 )
 from postd_gateway.routing import (
+    ID_SCHEMA,
     Answer,
     Body,
     Call,
@@ -273,7 +274,7 @@ def routes(reg: SchemaRegistry) -> list[Route]:
             "additionalProperties": False,
             "properties": {
                 "capabilities": CAPABILITY_PARAM.schema,
-                "reconnect_connection_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                "reconnect_connection_id": ID_SCHEMA,
                 "return_to": RETURN_TO_PARAM.schema,
             },
         },
@@ -396,7 +397,7 @@ def routes(reg: SchemaRegistry) -> list[Route]:
                 CAPABILITY_PARAM,
                 Param(
                     "reconnect",
-                    {"type": "string", "minLength": 1, "maxLength": 128},
+                    ID_SCHEMA,
                     "Reconnect this connection.",
                 ),
                 RETURN_TO_PARAM,
@@ -469,7 +470,7 @@ def routes(reg: SchemaRegistry) -> list[Route]:
                 string_param("platform", "Only these platforms.", repeated=True),
                 Param(
                     "connection_id",
-                    {"type": "string", "minLength": 1, "maxLength": 128},
+                    ID_SCHEMA,
                     "Narrow to this connection's live limits.",
                 ),
             ),

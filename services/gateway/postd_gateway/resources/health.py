@@ -16,6 +16,7 @@ from postd_gateway.resources.common import (
     string_param,
 )
 from postd_gateway.routing import (
+    ID_SCHEMA,
     Answer,
     Body,
     Call,
@@ -140,7 +141,7 @@ def routes(reg: SchemaRegistry) -> list[Route]:
     notifications_page: dict[str, Any] = page_schema(reg.ref(hp.Notification.DESCRIPTOR))
     notifications_page["required"] = [*notifications_page["required"], "unread_count"]
     notifications_page["properties"]["unread_count"] = {"type": "integer", "minimum": 0}
-    ids = {"type": "string", "minLength": 1, "maxLength": 128}
+    ids = ID_SCHEMA
     return [
         Route(
             "GET",

@@ -19,6 +19,7 @@ from postd_gateway.resources.common import (
     string_param,
 )
 from postd_gateway.routing import (
+    ID_SCHEMA,
     Answer,
     Body,
     Call,
@@ -29,7 +30,7 @@ from postd_gateway.routing import (
     page_schema,
 )
 
-ID: Final = {"type": "string", "minLength": 1, "maxLength": 128}
+ID: Final = ID_SCHEMA
 ID_LIST: Final = {"type": "array", "items": ID, "minItems": 1, "maxItems": 500, "uniqueItems": True}
 SCHEDULE: Final[dict[str, Any]] = {
     "type": "object",

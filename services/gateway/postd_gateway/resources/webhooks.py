@@ -22,6 +22,7 @@ from postd_gateway.resources.common import (
     string_param,
 )
 from postd_gateway.routing import (
+    ID_SCHEMA,
     Answer,
     Body,
     Call,
@@ -36,7 +37,7 @@ from postd_webhook_router.http_passthrough import passthrough
 
 log = get_logger(__name__)
 
-ID: Final = {"type": "string", "minLength": 1, "maxLength": 128}
+ID: Final = ID_SCHEMA
 EVENT_TYPES: Final = {
     "type": "array",
     "items": {"type": "string", "pattern": "^[a-z][a-z0-9_.]{0,63}$"},
@@ -247,12 +248,15 @@ def routes(reg: SchemaRegistry) -> list[Route]:
     event = reg.ref(wr.WebhookEvent.DESCRIPTOR)
     endpoint = reg.ref(wr.Endpoint.DESCRIPTOR)
     url = {"type": "string", "format": "uri", "minLength": 8, "maxLength": 2048}
+    # The router decides body and content type (a challenge, an ack, or nothing).
     raw_answers = [
-        Answer(200, "What the webhook router decided (a challenge, or an empty ack).", {}, "*/*"),
-        Answer(401, "Signature missing, wrong or stale.", {}, "*/*"),
-        Answer(403, "A handshake with the wrong verify token.", {}, "*/*"),
-        Answer(404, "No such platform or path key.", {}, "*/*"),
-        Answer(400, "Signed correctly but unparseable.", {}, "*/*"),
+        Answer(200, "Accepted, a duplicate, or a handshake answered (challenge in the body)."),
+        Answer(400, "Signed correctly but unparseable."),
+        Answer(401, "Signature missing, wrong or stale."),
+        Answer(403, "A handshake with the wrong verify token."),
+        Answer(404, "No such platform or path key."),
+        Answer(413, "The body is over the size limit (recorded as rejected)."),
+        Answer(503, "The event could not be stored; the platform should retry."),
     ]
     inbound = [
         Route(
@@ -356,12 +360,13 @@ def routes(reg: SchemaRegistry) -> list[Route]:
             "Register an outbound webhook endpoint",
             "webhooks",
             [
-                ok(
-                    reg,
-                    wr.CreateEndpointResponse.DESCRIPTOR,
+                Answer(
+                    201,
                     "The endpoint and its signing secret, shown this once (a replay of the "
                     "same Idempotency-Key answers `signing_secret: null`).",
-                    201,
+                    reg.shown_once(
+                        reg.ref(wr.CreateEndpointResponse.DESCRIPTOR), ("signing_secret",)
+                    ),
                 )
             ],
             role="admin",
@@ -439,12 +444,13 @@ def routes(reg: SchemaRegistry) -> list[Route]:
             "Issue an inbound webhook URL key",
             "webhooks",
             [
-                ok(
-                    reg,
-                    wr.CreateInboundKeyResponse.DESCRIPTOR,
+                Answer(
+                    201,
                     "The key and the URL path to register with the platform, shown this "
                     "once (a replay answers `path_key: null`).",
-                    201,
+                    reg.shown_once(
+                        reg.ref(wr.CreateInboundKeyResponse.DESCRIPTOR), ("path_key", "url_path")
+                    ),
                 )
             ],
             role="admin",

@@ -992,7 +992,8 @@ class PostgresStore:
         state = "sent" if sent else ("pending" if retry_at is not None else "failed")
         await self._pool.execute(
             f"""UPDATE {self._s}.deliveries
-                   SET state = $2, last_error = $3, sent_at = CASE WHEN $2 = 'sent' THEN $5 END,
+                   SET state = $2, last_error = $3,
+                       sent_at = CASE WHEN $2 = 'sent' THEN $5::timestamptz END,
                        next_attempt_at = coalesce($4, next_attempt_at)
                  WHERE id = $1""",  # noqa: S608
             uuid.UUID(delivery_id),

@@ -530,7 +530,7 @@ class ConnectionMonitor:
                 message=(
                     f"POSTD could not refresh the "
                     f"{wording.subject(platform_name, watch.account_name)}: "
-                    f"{failure.message or failure.category.value}. "
+                    f"{(failure.message or failure.category.value).rstrip('.')}. "
                     + (
                         "A person must reconnect the account."
                         if person

@@ -365,3 +365,13 @@ class KmsStandIn:
         if start + size < len(versions):
             doc["nextPageToken"] = str(start + size)
         return doc
+
+
+if __name__ == "__main__":
+    # python gcp_kms_standin.py PORT KEY_NAME: a stand-in with one key, until killed
+    # (the benchmark's remote KMS; a development vault with POSTD_VAULT_KMS=gcp).
+    import sys
+
+    standin = KmsStandIn()
+    standin.create_key(sys.argv[2])
+    web.run_app(standin.app(), host="127.0.0.1", port=int(sys.argv[1]), print=None)

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import status_pb2
+from google.rpc import status_pb2  # type: ignore[import-untyped]
 
 from postd.common.v1 import common_pb2
 from postd.publisher.v1 import publisher_pb2 as pb

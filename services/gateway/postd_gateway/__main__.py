@@ -26,7 +26,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     configure_logging("gateway", settings.common.log_level)
     setup_tracing("gateway", settings.common.otlp_endpoint)
     runner = web.AppRunner(
-        create_app(settings), access_log=None, shutdown_timeout=10, **SERVER_LIMITS
+        create_app(settings),
+        access_log=None,
+        shutdown_timeout=10,
+        max_line_size=SERVER_LIMITS["max_line_size"],
+        max_field_size=SERVER_LIMITS["max_field_size"],
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)

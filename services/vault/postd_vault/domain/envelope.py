@@ -28,6 +28,7 @@ from postd_vault.domain.model import SecretAddress
 DATA_KEY_BYTES: Final = 32
 NONCE_BYTES: Final = 12
 _DOMAIN: Final = b"postd.vault/1"
+_LENGTH: Final = struct.Struct(">I")
 
 
 class PayloadAuthenticationFailed(Exception):
@@ -39,11 +40,11 @@ def new_data_key() -> bytes:
 
 
 def _encode(purpose: bytes, fields: tuple[str, ...]) -> bytes:
-    out = bytearray(_DOMAIN)
+    parts = [_DOMAIN]
     for part in (purpose, *(f.encode() for f in fields)):
-        out += struct.pack(">I", len(part))
-        out += part
-    return bytes(out)
+        parts.append(_LENGTH.pack(len(part)))
+        parts.append(part)
+    return b"".join(parts)
 
 
 def _owner(address: SecretAddress) -> tuple[str, ...]:

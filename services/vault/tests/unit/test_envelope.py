@@ -102,3 +102,19 @@ def test_a_non_bundle_is_refused_without_echoing_it() -> None:
     assert "leaky" not in str(refused.value)
     with pytest.raises(ValueError, match="unknown bundle format"):
         TokenBundle.from_plaintext(b'{"v": 9}')
+
+
+def test_timestamps_are_exact() -> None:
+    from datetime import timedelta, timezone
+
+    from postd_vault.servicer import _ts
+
+    for moment in (
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2031, 5, 6, 9, 8, 9, 5, tzinfo=timezone(timedelta(hours=2))),
+    ):
+        stamp = _ts(moment)
+        assert stamp is not None
+        assert stamp.ToDatetime(tzinfo=UTC) == moment

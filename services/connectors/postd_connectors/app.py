@@ -26,6 +26,7 @@ from postd_connectors.media.preflight import FfprobeInspector
 from postd_connectors.platforms.base import Connector, MediaSource
 from postd_connectors.platforms.google_business import GoogleBusinessConnector
 from postd_connectors.platforms.linkedin import LinkedInConnector
+from postd_connectors.platforms.mailchimp import MailchimpConnector
 from postd_connectors.platforms.meta import FacebookConnector, InstagramConnector, MetaGraph
 from postd_connectors.platforms.tiktok import TikTokConnector
 from postd_connectors.ports import TokenStore
@@ -106,6 +107,13 @@ def build_connectors(
             session,
             data.catalogues["google"],
             data.capabilities["google_business"],
+            timeout=timeout,
+        ),
+        MailchimpConnector(
+            settings.apps["mailchimp"],
+            session,
+            data.catalogues["mailchimp"],
+            data.capabilities["mailchimp"],
             timeout=timeout,
         ),
     ]

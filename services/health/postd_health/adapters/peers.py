@@ -87,6 +87,7 @@ class GrpcConnectors:
         self._public_url = public_url.rstrip("/")
         self._timeout = timeout
         self._refresh_timeout = refresh_timeout
+        self._start_auth_allowed = True
 
     async def get_connection(self, tenant_id: str, connection_id: str) -> ConnectionInfo:
         reply = await _call(
@@ -193,12 +194,15 @@ class GrpcConnectors:
     async def reconnect_link(
         self, tenant_id: str, connection_id: str, platform: str, capabilities: Sequence[str]
     ) -> ReconnectLink:
-        # StartAuth checks the reconnect is possible and names the exact scopes; its
-        # state lives ten minutes, too short for an email, so the link is the gateway's
-        # route that starts the same flow when followed.
-        reply = await _call(
-            "connectors",
-            lambda: self._stub.StartAuth(
+        # The link is the gateway's route that starts the OAuth flow (StartAuth) when a
+        # person follows it: a StartAuth state lives ten minutes, too short for an email.
+        # Health asks StartAuth itself only to learn the exact scopes to name.
+        query = [("reconnect", connection_id), *(("capability", c) for c in capabilities)]
+        url = f"{self._public_url}/v1/connect/{platform}?{urlencode(query)}"
+        if not self._start_auth_allowed:
+            return ReconnectLink(url)
+        try:
+            reply = await self._stub.StartAuth(
                 connectors_pb2.StartAuthRequest(
                     tenant_id=tenant_id,
                     user_id="service:health",
@@ -208,13 +212,17 @@ class GrpcConnectors:
                     reconnect_connection_id=connection_id,
                 ),
                 timeout=self._timeout,
-            ),
-        )
-        query = [("reconnect", connection_id), *(("capability", c) for c in capabilities)]
-        return ReconnectLink(
-            url=f"{self._public_url}/v1/connect/{platform}?{urlencode(query)}",
-            scopes=tuple(reply.requested_scopes),
-        )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                raise ConnectionGone(exc.details() or "no such connection") from exc
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
+                # Connectors' policy keeps StartAuth for the gateway: say so once, then
+                # hand out links without naming the scopes.
+                self._start_auth_allowed = False
+                log.warning("connectors refuses StartAuth to health; links name no scopes")
+            return ReconnectLink(url)
+        return ReconnectLink(url, tuple(reply.requested_scopes))
 
 
 class GrpcPublisher:

@@ -39,6 +39,7 @@ from postd_health.ports import (
     HealthLog,
     PeerUnavailable,
     Publisher,
+    ReconnectLink,
     WatchStore,
 )
 
@@ -65,14 +66,16 @@ class Playbook:
 
     async def reconnect_url(self, watch: Watch) -> str:
         """The one-click link, or "" when connectors cannot make one now."""
+        return (await self._link(watch)).url
+
+    async def _link(self, watch: Watch) -> ReconnectLink:
         try:
-            link = await self._connectors.reconnect_link(
+            return await self._connectors.reconnect_link(
                 watch.tenant_id, watch.connection_id, watch.platform, watch.capabilities
             )
         except (PeerUnavailable, ConnectionGone) as exc:
             log.warning("no reconnect link", connection_id=watch.connection_id, error=str(exc))
-            return ""
-        return link.url
+            return ReconnectLink("")
 
     async def on_change(self, change: StatusChange, watch: Watch) -> None:
         if change.status in (Status.ATTENTION, Status.REVOKED):
@@ -88,11 +91,13 @@ class Playbook:
         name = self._rules.display_name(watch.platform)
         account = watch.account_name or change.account_name or "this account"
         person = watch.status_cause not in HEALS_ON_SUCCESS
-        link = await self.reconnect_url(watch) if person else ""
+        found = await self._link(watch) if person else ReconnectLink("")
+        link = found.url
         paused = f"Publishing to {account} is paused; scheduled posts are kept, not dropped."
         if person:
+            asks = f" (it asks for: {', '.join(found.scopes)})" if found.scopes else ""
             then = (
-                f" Reconnect {account} to resume: {link}"
+                f" Reconnect {account} to resume{asks}: {link}"
                 if link
                 else f" Reconnect {account} from the connections page to resume."
             )

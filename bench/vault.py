@@ -395,6 +395,8 @@ def run(
 
 def table(result: dict[str, Any]) -> str:
     lines = [
+        f"## vault: GetTokenBundle over gRPC ({result['kms']} KMS)",
+        "",
         "| mode | concurrency | Gets/s | p50 ms | p99 ms | errors | vault CPU | "
         "Gets per vault CPU-s | overhead vs raw |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -234,6 +234,9 @@ def _format_to_proto(f: PostFormat) -> pb.PostFormat:
         media=[_media_to_proto(m) for m in f.media],
         supports_link=f.supports_link,
         options=list(f.options),
+        option_choices=[
+            pb.OptionChoices(option=k, values=list(v)) for k, v in sorted(f.option_values.items())
+        ],
     )
 
 

@@ -50,6 +50,8 @@ POLICY = AccessPolicy(
         _m("ListConnectionAudit"): frozenset({"gateway", "health"}),
         _m("ListExpiringConnections"): frozenset({"health"}),
         _m("UpdateConnectionStatus"): frozenset({"health"}),
+        _m("ListReviews"): GATEWAY,
+        _m("ReplyToReview"): GATEWAY,
     },
     # Anything not listed (a method added later) is refused until it is listed.
     default=frozenset(),
@@ -426,6 +428,49 @@ class ConnectorsServicer(connectors_pb2_grpc.ConnectorsServiceServicer):
             previous_status=convert.status_to_proto(result.previous),
             changed=result.changed,
         )
+
+    @map_domain_errors
+    async def ListReviews(
+        self, request: pb.ListReviewsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReviewsResponse:
+        page = await self.service.list_reviews(
+            tenant_id=request.tenant_id,
+            connection_id=request.connection_id,
+            page_token=request.page_token,
+        )
+        reply = pb.ListReviewsResponse(
+            reviews=[
+                pb.Review(
+                    review_id=r.review_id,
+                    reviewer=r.reviewer,
+                    star_rating=r.star_rating,
+                    comment=r.comment,
+                    create_time=convert.ts(r.created_at),
+                    reply=r.reply,
+                )
+                for r in page.reviews
+            ],
+            next_page_token=page.next_page_token,
+            average_rating=page.average_rating,
+        )
+        if page.error is not None:
+            reply.error.CopyFrom(convert.error_to_proto(page.error))
+        return reply
+
+    @map_domain_errors
+    async def ReplyToReview(
+        self, request: pb.ReplyToReviewRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReplyToReviewResponse:
+        error = await self.service.reply_to_review(
+            tenant_id=request.tenant_id,
+            connection_id=request.connection_id,
+            review_id=request.review_id,
+            comment=request.comment,
+        )
+        reply = pb.ReplyToReviewResponse(replied=error is None)
+        if error is not None:
+            reply.error.CopyFrom(convert.error_to_proto(error))
+        return reply
 
 
 def register(servicer: ConnectorsServicer) -> Callable[[grpc.aio.Server], None]:

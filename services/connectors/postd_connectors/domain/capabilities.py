@@ -113,10 +113,25 @@ class PlatformCapabilities:
         return tuple(scopes)
 
     def narrowed(
-        self, *, max_video_duration: float | None = None, publish_remaining: int | None = None
+        self,
+        *,
+        max_video_duration: float | None = None,
+        publish_remaining: int | None = None,
+        options: Mapping[str, tuple[str, ...]] | None = None,
     ) -> PlatformCapabilities:
         """This entry with an account's live limits applied."""
         formats = self.formats
+        if options:
+            formats = tuple(
+                replace(
+                    f,
+                    option_values={
+                        **f.option_values,
+                        **{k: v for k, v in options.items() if k in f.options},
+                    },
+                )
+                for f in formats
+            )
         if max_video_duration is not None:
             formats = tuple(
                 replace(

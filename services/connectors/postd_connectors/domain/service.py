@@ -55,6 +55,8 @@ from postd_connectors.platforms.base import (
     PublishRequest,
     PublishState,
     RateUsage,
+    ReviewPage,
+    ReviewSource,
     Unsupported,
 )
 from postd_connectors.ports import (
@@ -1373,6 +1375,52 @@ class ConnectorsService:
         assert isinstance(result, list)
         return result
 
+    # ------------------------------------------------------------------ reviews
+
+    def _reviews(self, connection: Connection) -> ReviewSource:
+        connector = self.connector(connection.platform)
+        if not isinstance(connector, ReviewSource):
+            raise FailedPrecondition(
+                f"{connector.capabilities.display_name} has no reviews", code="no_reviews"
+            )
+        return connector
+
+    async def list_reviews(
+        self, *, tenant_id: str, connection_id: str, page_token: str = ""
+    ) -> ReviewPage:
+        connection = await self.get_connection(tenant_id, connection_id)
+        source = self._reviews(connection)
+        connector = self.connector(connection.platform)
+
+        async def call(ctx: AccountContext) -> ReviewPage:
+            return await source.list_reviews(ctx, page_token=page_token)
+
+        try:
+            page = await self._with_token(connection, connector, call, actor="service:gateway")
+        except PlatformFailure as failure:
+            return ReviewPage((), error=failure.error)
+        assert isinstance(page, ReviewPage)
+        return page
+
+    async def reply_to_review(
+        self, *, tenant_id: str, connection_id: str, review_id: str, comment: str
+    ) -> PlatformError | None:
+        _require(review_id, "review_id")
+        if not comment.strip():
+            raise InvalidArgument("the reply is empty", field="comment")
+        connection = await self.get_connection(tenant_id, connection_id)
+        source = self._reviews(connection)
+        connector = self.connector(connection.platform)
+
+        async def call(ctx: AccountContext) -> None:
+            await source.reply_to_review(ctx, review_id, comment)
+
+        try:
+            await self._with_token(connection, connector, call, actor="service:gateway")
+        except PlatformFailure as failure:
+            return failure.error
+        return None
+
 
 # ---------------------------------------------------------------------- helpers
 
@@ -1396,10 +1444,16 @@ def _expired(bundle: TokenBundle, now: datetime) -> bool:
 
 
 def _narrow(caps: PlatformCapabilities, limits: LiveLimits) -> PlatformCapabilities:
-    if limits.max_video_duration is None and limits.publish_remaining is None:
+    if (
+        limits.max_video_duration is None
+        and limits.publish_remaining is None
+        and not limits.options
+    ):
         return caps
     return caps.narrowed(
-        max_video_duration=limits.max_video_duration, publish_remaining=limits.publish_remaining
+        max_video_duration=limits.max_video_duration,
+        publish_remaining=limits.publish_remaining,
+        options=limits.options,
     )
 
 

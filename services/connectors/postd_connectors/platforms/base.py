@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from postd_connectors.domain.capabilities import PlatformCapabilities
 from postd_connectors.domain.catalogue import ErrorCatalogue
@@ -205,6 +205,38 @@ class WebhookEvent:
     object_id: str = ""
     occurred_at: datetime | None = None
     data: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Review:
+    review_id: str
+    reviewer: str
+    star_rating: int
+    comment: str
+    created_at: datetime | None = None
+    reply: str = ""
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    reviews: tuple[Review, ...]
+    next_page_token: str = ""
+    average_rating: float = 0.0
+    error: PlatformError | None = None
+
+
+@runtime_checkable
+class ReviewSource(Protocol):
+    """A connector whose accounts receive reviews (Business Profile). Both calls do
+    network I/O and raise PlatformFailure."""
+
+    async def list_reviews(self, ctx: AccountContext, *, page_token: str = "") -> ReviewPage:
+        """One page of reviews, newest first."""
+        ...
+
+    async def reply_to_review(self, ctx: AccountContext, review_id: str, comment: str) -> None:
+        """Create or replace the owner's reply."""
+        ...
 
 
 class Unsupported(Exception):

@@ -25,7 +25,6 @@ import asyncio
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -60,6 +59,8 @@ from postd_connectors.platforms.base import (
     PublishOutcome,
     PublishRequest,
     PublishState,
+    Review,
+    ReviewPage,
     TokenGrant,
     Unsupported,
     WebhookEvent,
@@ -94,17 +95,6 @@ def read_error(response: PlatformResponse) -> RawFailure:
         code=str(error or ""),
         platform_message=str(body.get("error_description", "")),
     )
-
-
-@dataclass(frozen=True)
-class Review:
-    review_id: str
-    name: str
-    reviewer: str
-    star_rating: int
-    comment: str
-    created_at: datetime | None
-    reply: str = ""
 
 
 _STARS = {"ONE": 1, "TWO": 2, "THREE": 3, "FOUR": 4, "FIVE": 5}
@@ -423,10 +413,7 @@ class GoogleBusinessConnector:
 
     # -- reviews ----------------------------------------------------------------------
 
-    async def list_reviews(
-        self, ctx: AccountContext, *, page_token: str = ""
-    ) -> tuple[list[Review], str, float]:
-        """One page of reviews (newest first), the next page token and the average."""
+    async def list_reviews(self, ctx: AccountContext, *, page_token: str = "") -> ReviewPage:
         params = {"pageSize": "50", **({"pageToken": page_token} if page_token else {})}
         body = await self._get(
             ctx.bundle,
@@ -434,10 +421,9 @@ class GoogleBusinessConnector:
             params,
             ctx.account_name,
         )
-        reviews = [
+        reviews = tuple(
             Review(
                 review_id=str(r.get("reviewId", "")),
-                name=str(r.get("name", "")),
                 reviewer=str((r.get("reviewer") or {}).get("displayName", "")),
                 star_rating=_STARS.get(str(r.get("starRating", "")), 0),
                 comment=str(r.get("comment", "")),
@@ -445,8 +431,10 @@ class GoogleBusinessConnector:
                 reply=str((r.get("reviewReply") or {}).get("comment", "")),
             )
             for r in body.get("reviews", [])
-        ]
-        return reviews, str(body.get("nextPageToken", "")), float(body.get("averageRating", 0))
+        )
+        return ReviewPage(
+            reviews, str(body.get("nextPageToken", "")), float(body.get("averageRating", 0))
+        )
 
     async def reply_to_review(self, ctx: AccountContext, review_id: str, comment: str) -> None:
         """Create or replace the owner's reply (PUT is idempotent)."""

@@ -169,25 +169,46 @@ async def test_standard_event_and_offer_posts(harness: Any, tenant: str, media_s
     assert deleted.deleted
 
 
-async def test_reviews_are_listed_and_answered(harness: Any, tenant: str) -> None:
+async def test_reviews_are_listed_and_answered(harness: Any, tenant: str, rpc_error: Any) -> None:
     location = (await _connect(harness, tenant))[DOWNTOWN]
-    connector = harness.service.connectors["google_business"]
-    stored = await harness.tokens.get(tenant, location.id)
-    ctx = harness.service._context(
-        await harness.service.get_connection(tenant, location.id), stored.bundle
+    page = await harness.stub().ListReviews(
+        pb.ListReviewsRequest(tenant_id=tenant, connection_id=location.id)
     )
-    reviews, next_token, average = await connector.list_reviews(ctx)
-    assert len(reviews) == 3
-    assert next_token == ""
-    assert average == pytest.approx(3.7, abs=0.01)
-    worst = min(reviews, key=lambda r: r.star_rating)
+    assert len(page.reviews) == 3
+    assert page.next_page_token == ""
+    assert page.average_rating == pytest.approx(3.7, abs=0.01)
+    worst = min(page.reviews, key=lambda r: r.star_rating)
     assert worst.comment == "Too busy."
-    await connector.reply_to_review(ctx, worst.review_id, "Sorry! Try us before 8am.")
-    again, _, _ = await connector.list_reviews(ctx)
-    assert (
-        next(r for r in again if r.review_id == worst.review_id).reply
-        == "Sorry! Try us before 8am."
+    for _ in range(2):  # idempotent
+        done = await harness.stub().ReplyToReview(
+            pb.ReplyToReviewRequest(
+                tenant_id=tenant,
+                connection_id=location.id,
+                review_id=worst.review_id,
+                comment="Sorry! Try us before 8am.",
+            )
+        )
+        assert done.replied
+    again = await harness.stub().ListReviews(
+        pb.ListReviewsRequest(tenant_id=tenant, connection_id=location.id)
     )
+    replied = next(r for r in again.reviews if r.review_id == worst.review_id)
+    assert replied.reply == "Sorry! Try us before 8am."
+    other = await rpc_error(
+        harness.stub().ListReviews(
+            pb.ListReviewsRequest(tenant_id="someone-else", connection_id=location.id)
+        )
+    )
+    assert other.code() == grpc.StatusCode.NOT_FOUND
+    facebook = await harness.connect(tenant, "facebook")
+    none = await rpc_error(
+        harness.stub().ListReviews(
+            pb.ListReviewsRequest(
+                tenant_id=tenant, connection_id=facebook.connections[0].connection.id
+            )
+        )
+    )
+    assert none.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 class TestTokenRefreshedAhead:

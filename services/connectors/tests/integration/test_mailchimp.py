@@ -155,6 +155,25 @@ async def test_audience_is_required_and_checked(harness: Any, tenant: str) -> No
     assert [v.message for v in report.targets[0].violations] == [
         "Mailchimp needs the option mailchimp.list_id for email campaigns."
     ]
+    caps = await harness.stub("publisher").GetCapabilities(
+        pb.GetCapabilitiesRequest(tenant_id=tenant, connection_id=connection.id)
+    )
+    choices = {c.option: list(c.values) for c in caps.platforms[0].formats[0].option_choices}
+    assert choices["list_id"] == [COFFEE_CLUB, "f6e5d4c3b2"]
+    unknown = (
+        await harness.stub("publisher").ValidatePost(
+            pb.ValidatePostRequest(
+                tenant_id=tenant,
+                targets=[pb.ValidationTarget(connection_id=connection.id)],
+                content=common_pb2.PostContent(
+                    text="Hi", title="Subject", options={"mailchimp.list_id": "nope"}
+                ),
+            )
+        )
+    ).report
+    assert [v.message for v in unknown.targets[0].violations] == [
+        "Mailchimp accepts a1b2c3d4e5, f6e5d4c3b2 for mailchimp.list_id; got 'nope'."
+    ]
     wrong = await _publish(harness, tenant, connection.id, **{"mailchimp.list_id": "nope"})
     assert wrong.error.category == common_pb2.ERROR_CATEGORY_CONTENT_REJECTED
     assert "list_id" in wrong.error.message

@@ -347,6 +347,11 @@ async def test_creator_limits_narrow_validation(
     assert "TikTok videos can be at most 1 minute long; this one is 1 min 10 s." in messages
     assert "TikTok needs the option tiktok.privacy_level for video posts." in messages
     assert not any("at most" in v.message for v in generic.violations)
+    caps = await harness.stub("publisher").GetCapabilities(
+        pb.GetCapabilitiesRequest(tenant_id=tenant, connection_id=connection.id)
+    )
+    choices = {c.option: list(c.values) for c in caps.platforms[0].formats[0].option_choices}
+    assert choices["privacy_level"] == ["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "SELF_ONLY"]
 
 
 def test_webhook_signature_rules(harness: Any) -> None:

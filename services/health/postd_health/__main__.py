@@ -1,21 +1,17 @@
-"""``python -m postd_health``: read config, then run the service until SIGTERM."""
+"""``python -m postd_health [serve|migrate]``: read config, then run the service (or only
+apply its migrations) until SIGTERM. A bad configuration stops it with one line."""
 
 from __future__ import annotations
 
 import os
 
-from postd_common.bootstrap import run_service
-from postd_common.service import run
-from postd_health.app import SPEC, build
-from postd_health.config import load_settings
-
 
 def main() -> None:
-    settings = load_settings(os.environ)
-    run(
-        SPEC.name,
-        lambda stop: run_service(settings.common, SPEC, lambda rt: build(rt, settings), stop),
-    )
+    from postd_common.bootstrap import main as service_main
+    from postd_health.app import SPEC, build
+    from postd_health.config import load_settings
+
+    service_main(SPEC, lambda: load_settings(os.environ), build)
 
 
 if __name__ == "__main__":

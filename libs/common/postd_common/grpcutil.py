@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from prometheus_client import Counter, Histogram
 
@@ -367,6 +368,34 @@ def open_channel(
             ("grpc.enable_retries", 1),
         ],
     )
+
+
+def open_plain_channel(target: str) -> grpc.aio.Channel:
+    """A channel like :func:`open_channel`'s but without client interceptors, for hot
+    paths: grpc.aio's interceptor machinery costs about 0.1 ms of CPU per call. Every
+    call on it must pass ``metadata=call_metadata(signer, audience)``. Non-blocking."""
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.keepalive_time_ms", 30000),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.enable_retries", 1),
+        ],
+    )
+
+
+def call_metadata(signer: identity.IdentitySigner | None, audience: str) -> list[tuple[str, str]]:
+    """What :func:`open_channel`'s interceptors attach to a call, for a call on a plain
+    channel: the caller's identity token for ``audience`` (cached by the signer) and the
+    current trace context (W3C ``traceparent``), so the callee's span is a child of
+    the caller's. No client span is opened."""
+    metadata: list[tuple[str, str]] = []
+    if signer is not None:
+        metadata.append((identity.METADATA_KEY, signer.token_for(audience)))
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    metadata.extend(carrier.items())
+    return metadata
 
 
 async def check_health(target: str, service: str = "", timeout: float = 2.0) -> bool:

@@ -515,7 +515,13 @@ class ConnectorsService:
                 connected_by=flow.user_id,
                 attributes={**(existing.attributes if existing else {}), **account.attributes},
             )
-            saved = await tx.save(connection, insert=existing is None)
+            try:
+                saved = await tx.save(connection, insert=existing is None)
+            except AlreadyExists:
+                # Another callback connected the same account meanwhile; its row wins
+                # and the tokens just stored under our id would be orphans.
+                await self.tokens.delete(flow.tenant_id, connection_id, "concurrent connect")
+                raise
             previous = existing.status if existing else None
             details = {"scopes": " ".join(granted)}
             if missing:

@@ -3,6 +3,8 @@ network error or 5xx is ever read as a revoked token."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from postd_connectors.app import load_platform_data
@@ -98,3 +100,52 @@ def test_every_data_file_loads_and_names_its_default_capabilities() -> None:
         # Mailchimp alone has no OAuth scopes.
         assert caps.scopes_for([]) or caps.platform == "mailchimp", caps.platform
         assert caps.formats, caps.platform
+
+
+C = ErrorCategory
+
+
+def R(status: int, code: str = "", subcode: str = "", message: str = "") -> RawFailure:
+    return RawFailure(status, code=code, subcode=subcode, platform_message=message)
+
+
+EXPIRED = "The access token has expired."
+UNAUDITED = "unaudited_client_can_only_post_to_private_accounts"
+SCOPE = "ACCESS_TOKEN_SCOPE_INSUFFICIENT"
+
+
+@pytest.mark.parametrize(
+    ("catalogue", "raw", "category"),
+    [
+        ("tiktok", R(401, "access_token_invalid", message=EXPIRED), C.AUTH_EXPIRED),
+        ("tiktok", R(401, "access_token_invalid", message="revoked"), C.AUTH_REVOKED),
+        ("tiktok", R(403, "spam_risk_too_many_posts"), C.QUOTA_EXCEEDED),
+        ("tiktok", R(403, UNAUDITED), C.CONTENT_REJECTED),
+        ("tiktok", R(400, "invalid_grant", message="Refresh token is invalid"), C.AUTH_REVOKED),
+        ("tiktok", R(200, "file_format_check_failed"), C.CONTENT_REJECTED),
+        ("google", R(401, "UNAUTHENTICATED", "ACCESS_TOKEN_EXPIRED"), C.AUTH_EXPIRED),
+        ("google", R(403, "PERMISSION_DENIED", SCOPE), C.PERMISSION_MISSING),
+        ("google", R(429, "RESOURCE_EXHAUSTED"), C.RATE_LIMITED),
+        ("google", R(400, "invalid_grant", message="expired or revoked"), C.AUTH_REVOKED),
+        ("mailchimp", R(401, "API Key Invalid"), C.AUTH_REVOKED),
+        ("mailchimp", R(400, "Invalid Resource"), C.CONTENT_REJECTED),
+    ],
+)  # fmt: skip
+def test_other_platforms(catalogue: str, raw: RawFailure, category: ErrorCategory) -> None:
+    assert classify(catalogue, raw) is category
+
+
+def test_meta_usage_headers_pause_at_the_allowance() -> None:
+    from postd_connectors.platforms.http import PlatformResponse
+    from postd_connectors.platforms.meta import APP_USAGE_PAUSE_SECONDS, usage_from_headers
+
+    def usage(headers: dict[str, str]) -> Any:
+        return usage_from_headers(PlatformResponse(200, headers, b"{}", 0.01))
+
+    (low,) = usage({"X-App-Usage": '{"call_count": 12, "total_cputime": 3, "total_time": 40}'})
+    assert (low.name, low.used_percent, low.retry_after) == ("app_calls_per_hour", 40.0, None)
+    (full,) = usage({"x-app-usage": '{"call_count": 100, "total_cputime": 20, "total_time": 20}'})
+    assert full.retry_after == APP_USAGE_PAUSE_SECONDS
+    buc = '{"1": [{"type": "pages", "call_count": 100, "estimated_time_to_regain_access": 7}]}'
+    (page,) = usage({"X-Business-Use-Case-Usage": buc})
+    assert (page.scope, page.retry_after) == ("account", 420.0)

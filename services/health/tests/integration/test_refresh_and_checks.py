@@ -14,7 +14,7 @@ import pytest
 
 from postd.common.v1 import common_pb2
 from postd_health.domain.model import CheckKind, Status
-from postd_health.ports import CheckQuery
+from postd_health.ports import CheckQuery, PeerUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -227,3 +227,53 @@ async def test_a_spent_refresh_token_revokes_and_alerts(
 @pytest.fixture
 def tenant_id() -> str:
     return str(uuid.uuid4())
+
+
+async def test_connectors_down_during_a_refresh_is_retried_when_it_is_back(
+    make_replica: Any,
+    standin: tuple[Any, str],
+    sandbox: Any,
+    clock: Any,
+    tenant_id: str,
+    verifier_for: Any,
+) -> None:
+    servicer, address = standin
+    replica = make_replica(connectors_addr=address)
+    conn = await connected(replica, servicer, tenant_id)
+    module = __import__("postd_health_test_support_connectors_standin")
+    # Connectors goes away (the fixture's server stops; a new one comes back on the same
+    # address later).
+    await servicer.server.stop(0)
+    step = timedelta(minutes=91)
+    clock.advance(step)
+    await sandbox.advance(step)
+    assert await replica.service.monitor.run_once() == 1
+    assert servicer.refresh_calls == 0
+    watch = await replica.service.store.get_watch(conn.id, tenant_id)
+    assert watch is not None
+    assert watch.claim_id is None  # let go, to be tried again
+    assert watch.status is Status.HEALTHY  # an outage of ours says nothing about the token
+    assert watch.consecutive_failures == 0
+    assert watch.due_at is not None
+    assert watch.due_at <= clock() + timedelta(seconds=61)
+    assert await replica.service.monitor.run_once() == 0  # not before the retry time
+
+    port = int(address.rsplit(":", 1)[1])
+    back = await module.serve(servicer, verifier_for("connectors"), port=port)
+    try:
+        # The channel reconnects after its backoff; until then calls fail fast.
+        for _ in range(100):
+            try:
+                await replica.service.monitor._connectors.get_connection(tenant_id, conn.id)
+                break
+            except PeerUnavailable:
+                await asyncio.sleep(0.1)
+        clock.advance(timedelta(seconds=61))
+        await sandbox.advance(timedelta(seconds=61))
+        assert await replica.service.monitor.run_once() == 1
+        assert servicer.refresh_outcomes == ["refreshed"]
+        after = await replica.service.store.get_watch(conn.id, tenant_id)
+        assert after is not None
+        assert after.last_refreshed_at is not None
+    finally:
+        await back.stop(0)

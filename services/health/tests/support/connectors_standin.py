@@ -164,6 +164,7 @@ class ConnectorsStandIn(connectors_pb2_grpc.ConnectorsServiceServicer):
         self.check_calls = 0
         self.status_updates: list[pb.UpdateConnectionStatusRequest] = []
         self._locks: dict[str, asyncio.Lock] = {}
+        self.server: GrpcServer | None = None
 
     # ------------------------------------------------------------------ test helpers
 
@@ -412,10 +413,13 @@ class ConnectorsStandIn(connectors_pb2_grpc.ConnectorsServiceServicer):
         await self._emit(conn, previous, "reconnect", "Reconnected.")
 
 
-async def serve(standin: ConnectorsStandIn, verifier: IdentityVerifier) -> GrpcServer:
+async def serve(
+    standin: ConnectorsStandIn, verifier: IdentityVerifier, *, port: int = 0
+) -> GrpcServer:
+    """Serve the stand-in on a loopback port (a given one to come back where it was)."""
     server = create_server(
         service="connectors",
-        address="127.0.0.1:0",
+        address=f"127.0.0.1:{port}",
         register=[
             lambda s: connectors_pb2_grpc.add_ConnectorsServiceServicer_to_server(standin, s)
         ],
@@ -424,4 +428,5 @@ async def serve(standin: ConnectorsStandIn, verifier: IdentityVerifier) -> GrpcS
         policy=AccessPolicy(default=frozenset({"health", "tests"})),
     )
     await server.start()
+    standin.server = server
     return server

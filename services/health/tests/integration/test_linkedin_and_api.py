@@ -22,7 +22,8 @@ from postd.health.v1.health_pb2_grpc import (
 )
 from postd_common.grpcutil import create_server, open_channel
 from postd_common.identity import IdentitySigner, IdentityVerifier
-from postd_health.domain.model import Severity, Status
+from postd_health.domain.model import AlertKind, AlertSpec, Severity, Status
+from postd_health.ports import CheckQuery
 from postd_health.servicer import POLICY, SERVICE_NAME
 
 pytestmark = pytest.mark.integration
@@ -119,9 +120,7 @@ async def test_linkedin_warns_at_14_7_and_1_days_once_each(
     assert watch.status is Status.EXPIRING_SOON
     assert await connectors.status(tenant, member.id) == common_pb2.CONNECTION_STATUS_EXPIRING_SOON
     # Checks kept running meanwhile (the sandbox still takes the token).
-    log = await svc.store.list_checks(
-        __import__("postd_health.ports", fromlist=["CheckQuery"]).CheckQuery(tenant), 10, None
-    )
+    log = await svc.store.list_checks(CheckQuery(tenant), 10, None)
     assert log
     assert all(c.ok for c in log)
 
@@ -225,3 +224,45 @@ async def test_notification_settings_never_echo_the_slack_secret(api: Any) -> No
         hpb.GetNotificationSettingsRequest(tenant_id=str(uuid.uuid4()))
     )
     assert not other.settings.slack_configured
+
+
+async def test_notifications_and_alerts_over_the_api(api: Any) -> None:
+    replica, stub = api
+    svc = replica.service
+    tenant, other = str(uuid.uuid4()), str(uuid.uuid4())
+    gateway = stub("gateway")
+    fired = await svc.alerts.fire(
+        AlertSpec(
+            dedupe_key=f"connection_attention:{uuid.uuid4()}",
+            tenant_id=tenant,
+            kind=AlertKind.CONNECTION_ATTENTION,
+            severity=Severity.CRITICAL,
+            title="Facebook: Acme lost its access",
+            message="Reconnect Acme.",
+            platform="facebook",
+        )
+    )
+    assert fired is not None
+    assert await svc.notifier.handle(fired) == 1
+    listed = await gateway.ListNotifications(hpb.ListNotificationsRequest(tenant_id=tenant))
+    assert listed.unread_count == 1
+    [note] = listed.notifications
+    assert note.alert_id == fired.alert_id
+    assert note.alert_state == alert_pb2.ALERT_STATE_FIRING
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await gateway.MarkNotificationRead(
+            hpb.MarkNotificationReadRequest(tenant_id=other, notification_ids=[note.id])
+        )
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    marked = await gateway.MarkNotificationRead(
+        hpb.MarkNotificationReadRequest(tenant_id=tenant, notification_ids=[note.id], read_by="u1")
+    )
+    assert marked.marked_count == 1
+    unread = await gateway.ListNotifications(
+        hpb.ListNotificationsRequest(tenant_id=tenant, unread_only=True)
+    )
+    assert list(unread.notifications) == []
+    assert unread.unread_count == 0
+    alerts = await gateway.ListAlerts(hpb.ListAlertsRequest(tenant_id=tenant))
+    assert [a.alert_id for a in alerts.alerts] == [fired.alert_id]
+    assert list((await gateway.ListAlerts(hpb.ListAlertsRequest(tenant_id=other))).alerts) == []

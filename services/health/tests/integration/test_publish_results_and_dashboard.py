@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from postd.common.v1 import common_pb2
 from postd.events.v1 import publish_result_pb2 as rpb
 from postd_common.kafka import message_headers
+from postd_health.adapters.postgres import LAG_BOUNDS_MS, LATENCY_BOUNDS_MS
 from postd_health.domain.dashboard import Dashboard
 from postd_health.domain.model import AlertKind, AlertState, Status
 
@@ -141,11 +142,7 @@ async def test_results_feed_rollups_status_dashboard_and_detectors(
 
     # The dashboard, from the rollups.
     data = await Dashboard(
-        svc.store,
-        latency_bounds=__import__(
-            "postd_health.adapters.postgres", fromlist=["x"]
-        ).LATENCY_BOUNDS_MS,
-        lag_bounds=__import__("postd_health.adapters.postgres", fromlist=["x"]).LAG_BOUNDS_MS,
+        svc.store, latency_bounds=LATENCY_BOUNDS_MS, lag_bounds=LAG_BOUNDS_MS
     ).build(Dashboard.query(tenant, timedelta(hours=1), timedelta(minutes=5), (), clock()))
     [perf] = data.api_performance
     assert perf.platform == "tiktok"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from postd.common.v1 import common_pb2
-from postd_health.domain.model import CheckKind, Status
+from postd_health.domain.model import AlertKind, CheckKind, Status
 from postd_health.ports import CheckQuery, PeerUnavailable
 
 pytestmark = pytest.mark.integration
@@ -214,10 +214,7 @@ async def test_a_spent_refresh_token_revokes_and_alerts(
     assert result.status is Status.REVOKED
     assert not result.refreshed
     alerts = await replica.service.store.open_alerts(
-        __import__(
-            "postd_health.domain.model", fromlist=["AlertKind"]
-        ).AlertKind.TOKEN_REFRESH_FAILED,
-        f"token_refresh_failed:{conn.id}",
+        AlertKind.TOKEN_REFRESH_FAILED, f"token_refresh_failed:{conn.id}"
     )
     assert len(alerts) == 1
     assert alerts[0].tenant_id == tenant_id
@@ -277,3 +274,17 @@ async def test_connectors_down_during_a_refresh_is_retried_when_it_is_back(
         assert after.last_refreshed_at is not None
     finally:
         await back.stop(0)
+
+
+async def test_the_sync_adopts_expiring_connections_no_event_told_of(
+    make_replica: Any, standin: tuple[Any, str], tenant_id: str
+) -> None:
+    servicer, address = standin
+    replica = make_replica(connectors_addr=address)
+    conn = await servicer.connect_tiktok(tenant_id)
+    assert await replica.service.store.get_watch(conn.id, tenant_id) is None
+    assert await replica.service.sync_once() >= 1
+    watch = await replica.service.store.get_watch(conn.id, tenant_id)
+    assert watch is not None
+    assert watch.next_refresh_at == conn.expires_at - timedelta(minutes=30)
+    assert await replica.service.sync_once() == 0  # already watched

@@ -114,3 +114,36 @@ def test_a_bad_configuration_stops_with_one_line() -> None:
     assert lines[0].startswith("health: cannot start: invalid configuration:")
     assert "DATABASE_URL is required" in lines[0]
     assert "POSTD_HEALTH_TRANSIENT_FAILURES must be an integer" in lines[0]
+
+
+async def test_a_slack_failure_never_names_the_hook() -> None:
+    from aiohttp import web
+
+    from postd_health.adapters.channels import HttpSlackSender
+    from postd_health.ports import DeliveryFailed
+
+    async def gone(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="no_service")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", gone)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    secret = uuid.uuid4().hex
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            sender = HttpSlackSender(session)
+            with pytest.raises(DeliveryFailed) as refused:
+                await sender.send(f"http://127.0.0.1:{port}/services/T/B/{secret}", "hi")
+            assert refused.value.permanent
+            with pytest.raises(DeliveryFailed) as unreachable:
+                await sender.send(f"http://127.0.0.1:{free_port()}/services/T/B/{secret}", "hi")
+            assert not unreachable.value.permanent
+    finally:
+        await runner.cleanup()
+    for failure in (refused.value, unreachable.value):
+        assert secret not in str(failure)

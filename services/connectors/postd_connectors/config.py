@@ -5,7 +5,9 @@ and ``POSTD_<APP>_CLIENT_SECRET``, and one base URL per host the app talks to
 (``POSTD_META_GRAPH_URL``, ``POSTD_LINKEDIN_API_URL``, ...). With no credentials the
 app talks to the platform sandbox (``POSTD_SANDBOX_URL``) with the sandbox's
 development credentials, which is allowed in development and test only; in staging
-and production such a platform is disabled.
+and production such a platform is disabled. ``POSTD_SANDBOX_PLATFORMS`` (a list, or
+``all``; development only) sends apps to the sandbox even with credentials set, as
+``make up`` does with the development credentials it generates for both sides.
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ def _apps(
 ) -> tuple[dict[str, AppConfig], set[str]]:
     apps: dict[str, AppConfig] = {}
     disabled: set[str] = set()
+    # Apps that talk to the sandbox even with credentials set: `make up` generates
+    # development credentials and hands the same ones to the sandbox.
+    forced_sandbox = {p.lower() for p in env.items("POSTD_SANDBOX_PLATFORMS")}
     for name, hosts in APP_HOSTS.items():
         upper = name.upper()
         client_id = env.text(f"POSTD_{upper}_CLIENT_ID")
@@ -112,11 +117,13 @@ def _apps(
             env.problems.append(
                 f"POSTD_{upper}_CLIENT_ID and POSTD_{upper}_CLIENT_SECRET must be set together"
             )
-        real = bool(client_id and secret)
-        if not real:
+        real = bool(client_id and secret) and not ({name, "all"} & forced_sandbox)
+        if not (client_id and secret):
             client_id, secret = f"dev-{name}-client-id", Secret(f"dev-{name}-client-secret")
             if not development:
                 disabled.add(name)
+        elif not real and not development:
+            env.problems.append(f"POSTD_SANDBOX_PLATFORMS may name {name} only in development")
         register_secret(secret)
         urls = {
             host: env.text(

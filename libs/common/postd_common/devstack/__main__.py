@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -73,6 +74,9 @@ def dev_secrets(state: Path, given: Mapping[str, str]) -> dict[str, str]:
         wanted[f"POSTD_{platform}_CLIENT_SECRET"] = secrets.token_urlsafe(24)
     wanted["POSTD_META_VERIFY_TOKEN"] = secrets.token_urlsafe(16)
     wanted["POSTD_SLACK_SIGNING_SECRET"] = secrets.token_hex(16)
+    wanted["POSTD_STANDARD_WEBHOOKS_SECRET"] = (
+        "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    )
     changed = False
     for key, value in wanted.items():
         if key not in stored:
@@ -81,7 +85,16 @@ def dev_secrets(state: Path, given: Mapping[str, str]) -> dict[str, str]:
     if changed:
         path.write_text(json.dumps(stored, indent=2))
         path.chmod(0o600)
-    return {k: given.get(k) or v for k, v in stored.items()}
+    values = {k: given.get(k) or v for k, v in stored.items()}
+    # The sandbox signs custom-connector webhooks with the same secret the router checks.
+    values["POSTD_SANDBOX_STANDARD_WEBHOOKS_SECRET"] = values["POSTD_STANDARD_WEBHOOKS_SECRET"]
+    # Platforms without real credentials talk to the sandbox, with the generated ones.
+    values["POSTD_SANDBOX_PLATFORMS"] = given.get("POSTD_SANDBOX_PLATFORMS") or ",".join(
+        p.lower()
+        for p in PLATFORMS
+        if not (given.get(f"POSTD_{p}_CLIENT_ID") and given.get(f"POSTD_{p}_CLIENT_SECRET"))
+    )
+    return values
 
 
 # --------------------------------------------------------------------------- processes

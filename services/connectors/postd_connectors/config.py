@@ -87,7 +87,7 @@ class Settings:
     poll: PollSettings = field(default_factory=PollSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
     events_topic: str = topics.CONNECTION_EVENTS
-    reconnect_url: str = "/v1/connect/{platform}?reconnect_connection_id={connection_id}"
+    reconnect_url: str = "/v1/connect/{platform}?reconnect={connection_id}"
     refresh_ahead_seconds: float = 300.0
 
 
@@ -194,7 +194,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         events_topic=env.text("POSTD_CONNECTION_EVENTS_TOPIC", topics.CONNECTION_EVENTS),
         reconnect_url=env.text(
-            "POSTD_RECONNECT_URL", "/v1/connect/{platform}?reconnect_connection_id={connection_id}"
+            "POSTD_RECONNECT_URL", "/v1/connect/{platform}?reconnect={connection_id}"
         ),
         refresh_ahead_seconds=env.number("POSTD_REFRESH_AHEAD_SECONDS", 300.0, minimum=0.0),
     )

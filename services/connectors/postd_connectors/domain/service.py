@@ -92,7 +92,7 @@ class ServiceConfig:
     refresh_ahead_seconds: float = 300.0
     disabled_platforms: frozenset[str] = frozenset()
     # Where a person reconnects; {platform} and {connection_id} are filled in.
-    reconnect_url: str = "/v1/connect/{platform}?reconnect_connection_id={connection_id}"
+    reconnect_url: str = "/v1/connect/{platform}?reconnect={connection_id}"
     find_window: timedelta = timedelta(hours=24)
 
 

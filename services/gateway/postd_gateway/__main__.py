@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 from pathlib import Path
 
@@ -35,6 +36,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
+    # What exists now (modules, descriptors, route table) lives as long as the process:
+    # keep it out of the cyclic collector, whose full passes would otherwise walk it
+    # and stall requests for milliseconds.
+    gc.collect()
+    gc.freeze()
     log.info("gateway listening", url=f"http://{settings.http_host}:{settings.http_port}")
     try:
         await stop.wait()

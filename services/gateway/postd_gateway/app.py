@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import aiohttp
 import asyncpg
@@ -31,7 +31,7 @@ from postd.publisher.v1.publisher_pb2_grpc import PublisherServiceStub
 from postd.webhook_router.v1.webhook_router_pb2_grpc import WebhookRouterServiceStub
 from postd_common import db
 from postd_common.bootstrap import ServiceSpec
-from postd_common.grpcutil import open_channel
+from postd_common.grpcutil import open_plain_channel
 from postd_common.identity import load_identity
 from postd_common.logging import get_logger
 from postd_gateway import healthz
@@ -43,7 +43,7 @@ from postd_gateway.adapters.postgres import (
     TenantStore,
 )
 from postd_gateway.auth import Authenticator
-from postd_gateway.backends import Backends
+from postd_gateway.backends import Backends, IdentifiedStub
 from postd_gateway.config import Settings
 from postd_gateway.jwks import JwksVerifier
 from postd_gateway.openapi import build_document, render_docs
@@ -268,16 +268,17 @@ def create_app(settings: Settings) -> web.Application:
             reset_session=False,
         )
         signer, _ = load_identity(settings.common.identity)
-        channels = {
-            name: open_channel(target, signer=signer, audience=name)
-            for name, target in settings.backends.items()
-        }
+        channels = {name: open_plain_channel(target) for name, target in settings.backends.items()}
+
+        def stub(make: Callable[[Any], Any], name: str) -> Any:
+            return IdentifiedStub(make(channels[name]), signer, name)
+
         http = aiohttp.ClientSession()
         backends = Backends(
-            connectors=cast("Any", ConnectorsServiceStub(channels["connectors"])),
-            publisher=cast("Any", PublisherServiceStub(channels["publisher"])),
-            webhooks=cast("Any", WebhookRouterServiceStub(channels["webhook-router"])),
-            health=cast("Any", ConnectionHealthServiceStub(channels["health"])),
+            connectors=stub(ConnectorsServiceStub, "connectors"),
+            publisher=stub(PublisherServiceStub, "publisher"),
+            webhooks=stub(WebhookRouterServiceStub, "webhook-router"),
+            health=stub(ConnectionHealthServiceStub, "health"),
             timeout=settings.backend_timeout_seconds,
         )
         tenants = TenantStore(pool)

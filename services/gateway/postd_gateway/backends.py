@@ -17,7 +17,8 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 
 from postd.common.v1 import common_pb2
-from postd_common.grpcutil import MD_ERROR_CODE, MD_ERROR_FIELD, MD_RETRY_AFTER
+from postd_common.grpcutil import MD_ERROR_CODE, MD_ERROR_FIELD, MD_RETRY_AFTER, call_metadata
+from postd_common.identity import IdentitySigner
 from postd_common.logging import get_logger
 from postd_gateway.problems import FieldError, Problem
 
@@ -79,6 +80,27 @@ _HIDE_DETAIL: Final = {
     grpc.StatusCode.UNIMPLEMENTED,
     grpc.StatusCode.CANCELLED,
 }
+
+
+class IdentifiedStub:
+    """A generated async stub whose every call carries the gateway's service identity
+    and the current trace context (``call_metadata``), on a channel without
+    interceptors. Calls and results are the stub's own."""
+
+    def __init__(self, stub: Any, signer: IdentitySigner | None, audience: str) -> None:
+        self._stub = stub
+        self._signer = signer
+        self._audience = audience
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+        signer, audience = self._signer, self._audience
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            return method(request, metadata=call_metadata(signer, audience), **kwargs)
+
+        setattr(self, name, call)  # later lookups skip __getattr__
+        return call
 
 
 @dataclass(frozen=True)

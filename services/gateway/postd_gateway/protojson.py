@@ -10,9 +10,10 @@ cannot drift from what the handlers answer.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
 from google.protobuf import descriptor as _d
@@ -87,43 +88,97 @@ def schema_name(descriptor: MessageDesc, *, write: bool = False) -> str:
 
 def to_json(message: Message) -> dict[str, Any]:
     """Every field of ``message``, with the REST spellings described above."""
-    out: dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:
-        out[field.name] = _field_to_json(message, field)
-    return out
+    return _converter(message.DESCRIPTOR)(message)
 
 
-def _field_to_json(message: Message, field: FieldDesc) -> Any:
-    value = getattr(message, field.name)
-    if _is_map(field):
-        value_field = field.message_type.fields_by_name["value"]
-        return {str(k): _scalar_to_json(value_field, v) for k, v in value.items()}
-    if field.is_repeated:
-        return [_scalar_to_json(field, v) for v in value]
-    if field.type == _FD.TYPE_MESSAGE and not message.HasField(field.name):
-        if field.message_type.full_name == _FIELD_MASK:
-            return []
-        return None
-    return _scalar_to_json(field, value)
+# Per message type, a converter compiled once from its descriptor into one Python
+# function that builds the whole dict in a single expression: the answer of a list call
+# converts hundreds of fields, and per-field dispatch on descriptors would be most of
+# the gateway's own CPU per request. Field names come from our descriptors only.
+Converter = Callable[[Any], Any]
+_CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {}
 
 
-def _scalar_to_json(field: FieldDesc, value: Any) -> Any:
+def _converter(descriptor: MessageDesc) -> Callable[[Any], dict[str, Any]]:
+    found = _CONVERTERS.get(descriptor.full_name)
+    if found is not None:
+        return found
+    helpers: dict[str, Any] = {}
+    items: list[str] = []
+    for index, field in enumerate(descriptor.fields):
+        name = field.name
+        if not name.isidentifier():  # pragma: no cover - protoc guarantees it
+            raise ValueError(f"unexpected field name {name!r}")
+        step = _field_step(field)
+        read = f"m.{name}"
+        if step is not None:
+            helpers[f"f{index}"] = step
+            read = f"f{index}(m.{name})"
+        singular = field.type == _FD.TYPE_MESSAGE and not field.is_repeated
+        if singular and field.message_type.full_name != _FIELD_MASK:
+            read = f"({read} if m.HasField({name!r}) else None)"
+        items.append(f"{name!r}: {read}")
+    source = "def convert(m):\n    return {" + ", ".join(items) + "}\n"
+    namespace: dict[str, Any] = dict(helpers)
+    exec(compile(source, f"<protojson {descriptor.full_name}>", "exec"), namespace)  # noqa: S102
+    convert: Callable[[Any], dict[str, Any]] = namespace["convert"]
+    _CONVERTERS[descriptor.full_name] = convert
+    return convert
+
+
+@functools.lru_cache(maxsize=65536)
+def _timestamp(seconds: int, nanos: int) -> str:
+    # The same objects' times recur across list calls; formatting them is not free.
+    return Timestamp(seconds=seconds, nanos=nanos).ToJsonString()
+
+
+def _value_fn(field: FieldDesc) -> Converter | None:
+    """How one value of ``field`` converts; None: as it is."""
     if field.type == _FD.TYPE_MESSAGE:
         full = field.message_type.full_name
         if full == _TIMESTAMP:
-            return value.ToJsonString()
+            return lambda v: _timestamp(v.seconds, v.nanos)
         if full == _DURATION:
-            return round(value.seconds + value.nanos / 1e9, 9)
+            return lambda v: round(v.seconds + v.nanos / 1e9, 9)
         if full == _FIELD_MASK:
-            return list(value.paths)
-        return to_json(value)
+            return lambda v: list(v.paths)
+        return _lazy_converter(field.message_type)
     if field.type == _FD.TYPE_ENUM:
-        return enum_to_json(field.enum_type, value)
+        names = {v.number: enum_to_json(field.enum_type, v.number) for v in field.enum_type.values}
+        return lambda v: names.get(v, "unspecified")
     if field.type == _FD.TYPE_BYTES:
-        return base64.b64encode(value).decode()
+        return lambda v: base64.b64encode(v).decode()
     if field.type in _FLOAT_TYPES:
-        return value if math.isfinite(value) else None
-    return value
+        return lambda v: v if math.isfinite(v) else None
+    return None
+
+
+def _lazy_converter(descriptor: MessageDesc) -> Converter:
+    holder: list[Callable[[Any], dict[str, Any]]] = []
+
+    def convert(value: Any) -> dict[str, Any]:
+        if not holder:
+            holder.append(_converter(descriptor))
+        return holder[0](value)
+
+    return convert
+
+
+def _field_step(field: FieldDesc) -> Converter | None:
+    """How a field's value converts; None: as it is."""
+    if _is_map(field):
+        value_fn = _value_fn(field.message_type.fields_by_name["value"])
+        if value_fn is None:
+            return lambda v: {str(k): x for k, x in v.items()}
+        map_value = value_fn
+        return lambda v: {str(k): map_value(x) for k, x in v.items()}
+    value_fn = _value_fn(field)
+    if field.is_repeated:
+        if value_fn is None:
+            return list
+        each = value_fn
+        return lambda v: [each(x) for x in v]
+    return value_fn
 
 
 def _is_map(field: FieldDesc) -> bool:

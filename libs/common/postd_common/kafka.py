@@ -428,11 +428,27 @@ class ConsumerLoop(Generic[M]):
         log.info("consumer started", topics=self._topics, group=self._group)
         try:
             while not stop.is_set():
-                batch = await asyncio.to_thread(self._consumer.consume, self._batch_size, 0.25)
+                batch = await asyncio.to_thread(self._fetch)
                 if batch:
                     await self._handle_batch(batch)
         finally:
             await asyncio.to_thread(self._close)
+
+    def _fetch(self, wait: float = 0.25) -> list[Message]:
+        """What is ready now, up to a batch; else wait up to ``wait`` seconds for the
+        first message and take what came with it (blocks: runs in a thread).
+
+        ``consume(n, t)`` returns only when it has n messages or t has passed, so a
+        lone message would sit for the whole timeout before its handler ran.
+        """
+        ready: list[Message] = self._consumer.consume(self._batch_size, 0)
+        if ready:
+            return ready
+        first: list[Message] = self._consumer.consume(1, wait)
+        if not first or self._batch_size == 1:
+            return first
+        rest: list[Message] = self._consumer.consume(self._batch_size - 1, 0)
+        return first + rest
 
     def _close(self) -> None:
         try:

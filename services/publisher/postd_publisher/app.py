@@ -123,7 +123,7 @@ def assemble(runtime: Runtime, settings: Settings) -> Publisher:
         servicer=PublisherServicer(posts, store),
     )
     producer = runtime.require_producer()
-    kafka = settings.common.kafka
+    kafka = settings.consumer_kafka
     if "worker" in settings.roles:
         publisher.consumers.append(
             ConsumerLoop(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from postd_common import topics
 from postd_common.config import EnvReader
+from postd_common.kafka import KafkaSettings
 from postd_common.settings import CommonSettings, load_common, service_addr
 from postd_publisher.adapters.events import Topics
 from postd_publisher.domain.breaker import BreakerPolicy
@@ -22,6 +23,8 @@ ROLES = ("api", "dispatcher", "worker")
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
+    # For consumers: the common settings plus consumer-only properties.
+    consumer_kafka: KafkaSettings
     connectors_addr: str
     schema: str
     roles: frozenset[str]
@@ -78,8 +81,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     except ValueError as exc:
         env.problems.append(f"POSTD_PUBLISH_QUOTA_RULES: {exc}")
         overrides = ()
+    consumer_kafka = dataclasses.replace(
+        common.kafka,
+        extra={
+            **common.kafka.extra,
+            # Tansu holds a fetch for the whole wait even when data is there.
+            "fetch.wait.max.ms": env.integer("POSTD_KAFKA_FETCH_WAIT_MS", 20, minimum=1),
+        },
+    )
     settings = Settings(
         common=common,
+        consumer_kafka=consumer_kafka,
         connectors_addr=service_addr(env, "connectors"),
         schema=env.text("POSTD_PUBLISHER_SCHEMA", "publisher"),
         roles=roles,

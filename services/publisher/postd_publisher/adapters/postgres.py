@@ -1362,51 +1362,69 @@ class PostgresJobStore:
         )
 
     async def record_attempt(self, record: AttemptRecord) -> bool:
-        async with self._pool.acquire() as conn, conn.transaction():
-            return await self._record(conn, record)
+        rare = bool(
+            record.dead_letter_reason
+            or record.pause is not None
+            or record.block_until is not None
+            or record.breaker_failure
+            or record.open_breaker_reason
+        )
+        async with self._pool.acquire() as conn:
+            if not rare:
+                # The common outcome is one statement, one round trip, one commit.
+                return await self._record(conn, record)
+            async with conn.transaction():
+                return await self._record(conn, record)
 
     async def _record(self, conn: Conn, record: AttemptRecord) -> bool:
+        """Close the attempt, move the job and queue its result event in ONE
+        statement; the rare extras (dead letter, pause, block, breaker) follow in
+        the caller's transaction."""
         job = record.job
         jid = uuid.UUID(job.id)
         error = record.error.SerializeToString() if record.error is not None else None
         category = Category.of(record.error).value if record.error is not None else ""
         latency_ms = None if record.platform_latency is None else record.platform_latency * 1000
-        await conn.execute(
-            self.q(
-                """UPDATE publisher.attempts
-                      SET ended_at = $3, outcome = $4, error = $5, category = $6, reason = $7,
-                          platform_latency_ms = $8
-                    WHERE job_id = $1 AND number = $2"""
-            ),
-            jid,
-            record.attempt,
-            record.ended_at,
-            record.outcome.value,
-            error,
-            category,
-            record.reason,
-            latency_ms,
-        )
         terminal = record.next_state in TERMINAL_STATES
+        # Identity fields a result carries never change, so the event is built from
+        # the job as claimed.
+        result = result_message(job, record.event, self._topics.results)
         row = await conn.fetchrow(
             self.q(
-                f"""UPDATE publisher.jobs j
-                       SET state = $3::text, state_reason = $4::text,
-                           run_at = coalesce($5::timestamptz, j.run_at),
-                           budget_used = j.budget_used + $6::int,
-                           outcome_unknown = $7::boolean,
-                           platform_post_id = CASE WHEN $8::text = '' THEN j.platform_post_id
-                                                   ELSE $8 END,
-                           url = CASE WHEN $9::text = '' THEN j.url ELSE $9 END,
-                           last_error = coalesce($10::bytea, j.last_error),
-                           last_category = CASE WHEN $11::text = '' THEN j.last_category
-                                                ELSE $11 END,
-                           dead_lettered = $12::boolean,
-                           finished_at = CASE WHEN $13::boolean THEN $14::timestamptz ELSE NULL END,
-                           updated_at = $14
-                     WHERE j.id = $1 AND j.tenant_id = $2 AND j.state = 'PUBLISHING'
-                       AND j.attempt_count = $15::int
-                 RETURNING {JOB_COLUMNS}"""
+                f"""WITH closed AS (
+                        UPDATE publisher.attempts
+                           SET ended_at = $14::timestamptz, outcome = $16::text,
+                               error = $10::bytea, category = $11::text, reason = $17::text,
+                               platform_latency_ms = $18::float8
+                         WHERE job_id = $1 AND number = $15::int
+                    ), moved AS (
+                        UPDATE publisher.jobs j
+                           SET state = $3::text, state_reason = $4::text,
+                               run_at = coalesce($5::timestamptz, j.run_at),
+                               budget_used = j.budget_used + $6::int,
+                               outcome_unknown = $7::boolean,
+                               platform_post_id = CASE WHEN $8::text = ''
+                                                       THEN j.platform_post_id ELSE $8 END,
+                               url = CASE WHEN $9::text = '' THEN j.url ELSE $9 END,
+                               last_error = coalesce($10::bytea, j.last_error),
+                               last_category = CASE WHEN $11::text = '' THEN j.last_category
+                                                    ELSE $11 END,
+                               dead_lettered = $12::boolean,
+                               finished_at = CASE WHEN $13::boolean THEN $14::timestamptz
+                                                  ELSE NULL END,
+                               updated_at = $14::timestamptz
+                         WHERE j.id = $1 AND j.tenant_id = $2 AND j.state = 'PUBLISHING'
+                           AND j.attempt_count = $15::int
+                     RETURNING {JOB_COLUMNS}
+                    ), closed_breaker AS (
+                        DELETE FROM publisher.breakers
+                         WHERE $19::boolean AND platform = $20::text
+                           AND EXISTS (SELECT 1 FROM moved)
+                    ), queued AS (
+                        INSERT INTO publisher.outbox (topic, message_key, payload, headers)
+                        SELECT $21::text, $22::text, $23::bytea, $24::jsonb FROM moved
+                    )
+                    SELECT * FROM moved"""
             ),
             jid,
             job.tenant_id,
@@ -1423,11 +1441,19 @@ class PostgresJobStore:
             terminal,
             record.ended_at,
             record.attempt,
+            record.outcome.value,
+            record.reason,
+            latency_ms,
+            record.close_breaker,
+            job.platform,
+            result.topic,
+            result.key,
+            result.payload,
+            result.headers,
         )
         if row is None:
             return False
         updated = job_from_row(row)
-        messages = [result_message(updated, record.event, self._topics.results)]
         if record.dead_letter_reason:
             await conn.execute(
                 self.q(
@@ -1448,16 +1474,18 @@ class PostgresJobStore:
                 record.dead_letter_reason,
                 record.ended_at,
             )
-            messages.append(
-                dead_letter_message(
-                    updated,
-                    record.attempt,
-                    record.dead_letter_reason,
-                    self._topics.jobs,
-                    self._topics.dlq,
-                )
+            await self._emit(
+                conn,
+                [
+                    dead_letter_message(
+                        updated,
+                        record.attempt,
+                        record.dead_letter_reason,
+                        self._topics.jobs,
+                        self._topics.dlq,
+                    )
+                ],
             )
-        await self._emit(conn, messages)
         if record.pause is not None:
             await self._pause(conn, record.pause, record.ended_at)
         if record.block_until is not None:
@@ -1500,10 +1528,6 @@ class PostgresJobStore:
     async def _breaker_change(self, conn: Conn, record: AttemptRecord) -> None:
         platform = record.job.platform
         now = record.ended_at
-        if record.close_breaker:
-            await conn.execute(
-                self.q("DELETE FROM publisher.breakers WHERE platform = $1"), platform
-            )
         if record.breaker_failure:
             await conn.execute(
                 self.q(

@@ -1,0 +1,701 @@
+"""The publisher under load, beside the raw limits measured in the same run.
+
+1. Dispatch lag: 100,000 jobs due within the same minute (due times spread evenly
+   over it), already in PostgreSQL; the real dispatcher (batched, tenant-fair
+   ``FOR UPDATE SKIP LOCKED`` claims, then the Kafka outlet) moves them onto
+   ``publish.jobs``; a consumer in another process stamps each message on arrival.
+   Lag = arrival - due time. A second run puts all 100,000 at the same instant (a
+   backlog), to show the drain rate. No workers run, so there is no in-flight cap.
+2. End to end: posts are created through the publisher's gRPC API (CreatePost,
+   validated by connectors) with due times spread evenly at a target rate; the
+   publisher (its own process: dispatcher, workers, API) publishes them through the
+   real connectors service (its own process, with the sandbox) to the sandbox over
+   HTTP. Measured: jobs published per second while due, due → published-and-recorded
+   latency (``finished_at - due_at`` in PostgreSQL), duplicates (the sandbox's own
+   post log) and lost jobs, and CPU seconds per 1,000 jobs for every process, which
+   names the bottleneck.
+
+Beside them: raw PostgreSQL single-row write rate and raw broker produce/consume
+rates (bench.baseline), measured in the same run on the same servers.
+
+Faithfulness notes: PostgreSQL runs with fsync off (as in tests); connectors keeps
+tokens in its in-memory TokenStore here instead of calling the vault (the vault has
+its own benchmark); the sandbox allows 2,000 Graph calls per app-hour, so the bench
+moves the sandbox clock an hour forward every half second to measure POSTD rather
+than that allowance.
+
+``python -m bench.publisher`` (``BENCH_PUBLISHER_JOBS``, ``BENCH_PUBLISHER_RATES``,
+``BENCH_PUBLISHER_SECONDS`` to change the sizes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import psutil
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bench.baseline import percentile, raw_broker, raw_pg_writes
+from postd.common.v1 import common_pb2
+from postd.connectors.v1 import connectors_pb2 as cpb
+from postd.connectors.v1.connectors_pb2_grpc import ConnectorsServiceStub
+from postd.events.v1.publish_job_pb2 import PublishJob
+from postd.publisher.v1 import publisher_pb2 as pb
+from postd.publisher.v1.publisher_pb2_grpc import PublisherServiceStub
+from postd_common import db
+from postd_common.devinfra import EmbeddedBroker, EmbeddedPostgres, free_port
+from postd_common.grpcutil import check_health, open_channel
+from postd_common.identity import IdentitySigner, generate_keypair
+from postd_common.kafka import KafkaSettings, TopicSpec, ensure_topics
+from postd_publisher.adapters.events import Topics
+from postd_publisher.adapters.kafka import KafkaJobQueue, KafkaOutlet
+from postd_publisher.adapters.postgres import PostgresJobStore
+from postd_publisher.app import MIGRATIONS, topic_specs
+from postd_publisher.domain.breaker import BreakerPolicy
+from postd_publisher.domain.dispatch import Dispatcher, DispatchSettings
+from postd_publisher.domain.posts import utc_now
+from postd_publisher.domain.quota import QuotaBook
+
+JOBS = int(os.environ.get("BENCH_PUBLISHER_JOBS", "100000"))
+RATES = tuple(int(r) for r in os.environ.get("BENCH_PUBLISHER_RATES", "300,1000").split(","))
+SECONDS = float(os.environ.get("BENCH_PUBLISHER_SECONDS", "10"))
+TENANTS = 20
+PAGES_PER_TENANT = 10
+REDIRECT_URI = "https://app.postd.test/oauth/callback"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ts(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _ms(values: Sequence[float], q: float) -> float:
+    return percentile([v * 1000 for v in values], q)
+
+
+# --------------------------------------------------------------------------- 1: dispatch
+
+
+def _consume_lags(bootstrap: str, topic: str, count: int, ready: Any, out: Any) -> None:
+    """In its own process: read ``count`` PublishJob messages, stamping arrival."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"lag-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 2000,
+            "heartbeat.interval.ms": 300,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    consumer.subscribe([topic], on_assign=lambda c, p: ready.set())
+    arrivals: list[tuple[float, bytes]] = []
+    deadline = time.time() + 600
+    while len(arrivals) < count and time.time() < deadline:
+        for message in consumer.consume(2000, 0.05):
+            if message.error() is None:
+                arrivals.append((time.time(), message.value() or b""))
+    consumer.close()
+    lags: list[float] = []
+    ids: set[str] = set()
+    for arrived, value in arrivals:
+        job = PublishJob.FromString(value)
+        ids.add(job.job_id)
+        lags.append(arrived - job.due_at.ToDatetime(tzinfo=UTC).timestamp())
+    out.send({"lags": lags, "messages": len(arrivals), "distinct": len(ids)})
+
+
+async def _load_due_jobs(
+    pool: asyncpg.Pool, schema: str, count: int, start: datetime, spread_s: float
+) -> None:
+    """``count`` jobs (one post each) across 100 tenants and 1,000 accounts, due
+    evenly over ``spread_s`` seconds from ``start``, written server-side in one go."""
+    content = common_pb2.PostContent(text="Benchmark post").SerializeToString()
+    step_ms = spread_s * 1000 / count
+    await pool.execute(
+        f"""
+        WITH p AS (
+            INSERT INTO {schema}.posts
+                (id, tenant_id, idempotency_key, request_fingerprint, content, schedule_kind,
+                 publish_at, sort_at, created_at, updated_at)
+            SELECT gen_random_uuid(), 'tenant-' || (g % 100), 'k-' || g, 'f', $1, 'absolute',
+                   $2::timestamptz + make_interval(secs => g * $3::float8 / 1000),
+                   $2::timestamptz + make_interval(secs => g * $3::float8 / 1000), now(), now()
+            FROM generate_series(0, $4 - 1) g
+            RETURNING id, tenant_id, idempotency_key, publish_at)
+        INSERT INTO {schema}.jobs
+            (id, tenant_id, post_id, position, connection_id, platform, idempotency_key,
+             content, state, due_at, run_at, max_attempts, created_at, updated_at)
+        SELECT gen_random_uuid(), p.tenant_id, p.id, 0,
+               'conn-' || (substr(p.idempotency_key, 3)::int % 1000), 'facebook',
+               'pj-' || p.idempotency_key, $1, 'SCHEDULED', p.publish_at, p.publish_at, 4,
+               now(), now()
+        FROM p""",  # noqa: S608 - schema is ours
+        content,
+        start,
+        step_ms,
+        count,
+    )
+    await pool.execute(f"ANALYZE {schema}.jobs")
+
+
+async def dispatch_lag(dsn: str, bootstrap: str, count: int, spread_s: float) -> dict[str, Any]:
+    schema = f"pub_dispatch_{uuid.uuid4().hex[:6]}"
+    await db.migrate_dsn(dsn, schema, MIGRATIONS)
+    topic = f"publish.jobs.bench.{uuid.uuid4().hex[:6]}"
+    kafka = KafkaSettings(bootstrap=bootstrap, client_id="bench-dispatch")
+    specs = [TopicSpec(topic, 12)]
+    await asyncio.to_thread(ensure_topics, kafka, specs)
+    pool = await db.create_pool(dsn, min_size=2, max_size=8)
+    ctx = multiprocessing.get_context("spawn")
+    ready, (receive, send) = ctx.Event(), ctx.Pipe(duplex=False)
+    reader = ctx.Process(target=_consume_lags, args=(bootstrap, topic, count, ready, send))
+    reader.start()
+    outlet = KafkaOutlet(kafka, specs, send_timeout=30)
+    stop = asyncio.Event()
+    try:
+        await asyncio.to_thread(ready.wait, 60)
+        start = datetime.now(UTC) + timedelta(seconds=8)
+        loaded = time.perf_counter()
+        await _load_due_jobs(pool, schema, count, start, spread_s)
+        load_s = time.perf_counter() - loaded
+        assert datetime.now(UTC) < start, "loading took longer than the lead time"
+        dispatcher = Dispatcher(
+            PostgresJobStore(pool, schema=schema),
+            KafkaJobQueue(outlet, topic),
+            quotas=QuotaBook(()),
+            breaker=BreakerPolicy(),
+            settings=DispatchSettings(batch_size=2000, poll_interval=0.05, max_in_flight=0),
+            clock=utc_now,
+        )
+        task = asyncio.create_task(dispatcher.run(stop))
+        result: dict[str, Any] = await asyncio.to_thread(receive.recv)
+        stop.set()
+        await task
+    finally:
+        stop.set()
+        reader.join(30)
+        await outlet.close()
+        await pool.close()
+    lags = result["lags"]
+    return {
+        "jobs": count,
+        "spread_s": spread_s,
+        "load_s": round(load_s, 2),
+        "messages": result["messages"],
+        "distinct": result["distinct"],
+        "lag_p50_ms": round(_ms(lags, 50), 1),
+        "lag_p99_ms": round(_ms(lags, 99), 1),
+        "lag_max_ms": round(max(lags) * 1000, 1) if lags else 0.0,
+        "lost": count - result["distinct"],
+    }
+
+
+# --------------------------------------------------------------------------- 2: end to end
+
+
+def serve_platforms() -> None:
+    """``python -m bench.publisher --platforms``: the sandbox and the real connectors
+    service in one process, configured by the environment, until SIGTERM."""
+    from aiohttp import web
+
+    from postd_common.grpcutil import create_server
+    from postd_common.kafka import EventProducer
+    from postd_common.logging import configure_logging
+    from postd_connectors import convert
+    from postd_connectors.adapters.postgres import OutboxRelay, PostgresConnections
+    from postd_connectors.app import build_service
+    from postd_connectors.config import load_settings
+    from postd_connectors.servicer import POLICY, SERVICE, ConnectorsServicer, register
+    from postd_connectors.testing import InMemoryTokenStore
+    from postd_sandbox.app import create_app
+    from postd_sandbox.config import load_settings as sandbox_settings
+
+    async def main() -> None:
+        configure_logging("platforms", "warning")
+        port = int(os.environ["BENCH_SANDBOX_PORT"])
+        base = sandbox_settings({})
+        app = create_app(
+            dataclasses.replace(base, port=port, public_url=f"http://127.0.0.1:{port}")
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        settings = load_settings(os.environ)
+        pool = await db.create_pool(settings.common.database_url, min_size=4, max_size=20)
+        producer = EventProducer(settings.common.kafka)
+        relay = OutboxRelay(
+            pool, lambda t, v, k, h: producer.produce(t, v, key=k, headers=h), idle_seconds=0.2
+        )
+        repo = PostgresConnections(
+            pool, convert.event_encoder(settings.events_topic), relay.wake.set
+        )
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=settings.http_timeout),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
+        service = build_service(settings, repo=repo, tokens=InMemoryTokenStore(), session=session)
+        from postd_common.identity import IdentityVerifier
+
+        server = create_server(
+            service="connectors",
+            address=settings.common.grpc_listen,
+            register=[register(ConnectorsServicer(service))],
+            service_names=[SERVICE],
+            verifier=IdentityVerifier.from_dir("connectors", settings.common.identity.trust_dir),
+            policy=POLICY,
+        )
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        relay_task = asyncio.create_task(relay.run(stop))
+        print("READY", flush=True)
+        await stop.wait()
+        await server.stop(1)
+        await relay_task
+        await session.close()
+        await producer.close()
+        await pool.close()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+@dataclass
+class Stack:
+    """The servers and processes of the end-to-end run."""
+
+    work: Path
+    dsn: str
+    bootstrap: str
+    identity: Path
+    sandbox_url: str
+    connectors_addr: str
+    pg: EmbeddedPostgres
+    broker: EmbeddedBroker
+    platforms: subprocess.Popen[bytes] | None = None
+    tenants: dict[str, list[str]] = field(default_factory=dict)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "POSTD_ENV": "development",
+            "POSTD_LOG_LEVEL": "warning",
+            "DATABASE_URL": self.dsn,
+            "KAFKA_BOOTSTRAP": self.bootstrap,
+            "POSTD_IDENTITY_TRUST_DIR": str(self.identity),
+            "POSTD_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "POSTD_KAFKA_HEARTBEAT_MS": "300",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+
+
+async def _start_platforms(stack: Stack) -> None:
+    sandbox_port = int(stack.sandbox_url.rsplit(":", 1)[1])
+    env = stack.env(
+        BENCH_SANDBOX_PORT=str(sandbox_port),
+        POSTD_SANDBOX_URL=stack.sandbox_url,
+        POSTD_GRPC_LISTEN=stack.connectors_addr,
+        POSTD_METRICS_LISTEN=f"127.0.0.1:{free_port()}",
+        POSTD_IDENTITY_KEY_FILE=str(stack.identity / "connectors.key"),
+        POSTD_CONNECTORS_HTTP_TIMEOUT="10",
+        POSTD_MEDIA_PREFLIGHT="false",
+    )
+    await db.migrate_dsn(
+        stack.dsn, "connectors", ROOT / "services/connectors/postd_connectors/migrations"
+    )
+    stack.platforms = subprocess.Popen(
+        [sys.executable, "-m", "bench.publisher", "--platforms"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(stack.work / "platforms.log", "wb"),  # noqa: SIM115
+        cwd=ROOT,
+    )
+    assert stack.platforms.stdout is not None
+    line = await asyncio.to_thread(stack.platforms.stdout.readline)
+    if b"READY" not in line:
+        raise RuntimeError(f"platforms did not start; see {stack.work / 'platforms.log'}")
+
+
+async def _connect_tenants(stack: Stack) -> None:
+    """Seed Pages on the sandbox and connect each tenant's through connectors (OAuth)."""
+    signer = IdentitySigner.from_file("gateway", stack.identity / "gateway.key")
+    channel = open_channel(stack.connectors_addr, signer=signer, audience="connectors")
+    stub = ConnectorsServiceStub(channel)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            stack.sandbox_url + "/_sandbox/accounts",
+            json={
+                "platform": "meta",
+                "bulk": {"users": TENANTS, "pages_per_user": PAGES_PER_TENANT, "instagram": False},
+            },
+        ) as resp:
+            seeded = await resp.json()
+        for user in seeded["users"]:
+            tenant = f"bench-{user}"
+            async with http.post(
+                stack.sandbox_url + "/_sandbox/consent",
+                json={"platform": "meta", "account": user},
+            ) as resp:
+                assert resp.status == 201, await resp.text()
+            started = await stub.StartAuth(
+                cpb.StartAuthRequest(
+                    tenant_id=tenant,
+                    user_id="u",
+                    platform="facebook",
+                    capabilities=["publish"],
+                    redirect_uri=REDIRECT_URI,
+                )
+            )
+            async with http.get(started.authorize_url, allow_redirects=False) as resp:
+                location = resp.headers["Location"]
+            from urllib.parse import parse_qs, urlsplit
+
+            params = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+            done = await stub.CompleteAuth(
+                cpb.CompleteAuthRequest(
+                    tenant_id=tenant,
+                    platform="facebook",
+                    state=params["state"],
+                    code=params["code"],
+                    params=params,
+                )
+            )
+            stack.tenants[tenant] = [c.connection.id for c in done.connections]
+    await channel.close()
+
+
+@dataclass
+class Usage:
+    """CPU seconds used by each part of the system over a window."""
+
+    processes: dict[str, list[psutil.Process]]
+    start: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def _cpu(procs: list[psutil.Process]) -> float:
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def _expand(self) -> dict[str, list[psutil.Process]]:
+        out: dict[str, list[psutil.Process]] = {}
+        for name, procs in self.processes.items():
+            found: list[psutil.Process] = []
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    found += [proc, *proc.children(recursive=True)]
+            out[name] = found
+        return out
+
+    def begin(self) -> None:
+        self.start = {n: self._cpu(p) for n, p in self._expand().items()}
+
+    def end(self) -> dict[str, float]:
+        return {n: self._cpu(p) - self.start.get(n, 0.0) for n, p in self._expand().items()}
+
+
+async def _advance_sandbox_clock(url: str, stop: asyncio.Event) -> None:
+    async with aiohttp.ClientSession() as http:
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.post(url + "/_sandbox/clock", json={"advance_seconds": 3600}):
+                    pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+
+@contextlib.asynccontextmanager
+async def _publisher(
+    stack: Stack, schema: str, topics: Topics
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    address = f"127.0.0.1:{free_port()}"
+    env = stack.env(
+        POSTD_GRPC_LISTEN=address,
+        POSTD_METRICS_LISTEN=f"127.0.0.1:{free_port()}",
+        POSTD_IDENTITY_KEY_FILE=str(stack.identity / "publisher.key"),
+        POSTD_CONNECTORS_ADDR=stack.connectors_addr,
+        POSTD_PUBLISHER_SCHEMA=schema,
+        POSTD_PUBLISH_JOBS_TOPIC=topics.jobs,
+        POSTD_PUBLISH_RESULTS_TOPIC=topics.results,
+        POSTD_PUBLISH_DLQ_TOPIC=topics.dlq,
+        POSTD_CONNECTION_EVENTS_TOPIC=topics.connection_events,
+        POSTD_PUBLISHER_WORKER_GROUP=f"{schema}-workers",
+        POSTD_PUBLISHER_EVENTS_GROUP=f"{schema}-events",
+        POSTD_DISPATCH_POLL_SECONDS="0.02",
+    )
+    log = open(stack.work / f"{schema}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "postd_publisher"], env=env, stdout=log, stderr=log, cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not await check_health(address, timeout=1.0):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"publisher did not start; see {log.name}")
+            await asyncio.sleep(0.2)
+        yield address, process
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 30)
+        log.close()
+
+
+async def end_to_end(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
+    schema = f"pub_e2e_{rate}"
+    await db.migrate_dsn(stack.dsn, schema, MIGRATIONS)
+    suffix = uuid.uuid4().hex[:6]
+    topics = Topics(
+        jobs=f"publish.jobs.{suffix}",
+        results=f"publish.results.{suffix}",
+        dlq=f"publish.dlq.{suffix}",
+        connection_events=f"connection.events.{suffix}",
+    )
+    await asyncio.to_thread(ensure_topics, KafkaSettings(stack.bootstrap), topic_specs(topics))
+    signer = IdentitySigner.from_file("gateway", stack.identity / "gateway.key")
+    connections = [(t, c) for t, cs in stack.tenants.items() for c in cs]
+    total = int(rate * seconds)
+    async with _publisher(stack, schema, topics) as (address, process):
+        channel = open_channel(address, signer=signer, audience="publisher")
+        api = PublisherServiceStub(channel)
+
+        async def create(i: int, due: datetime | None, tag: str) -> None:
+            tenant, connection = connections[i % len(connections)]
+            request = pb.CreatePostRequest(
+                tenant_id=tenant,
+                idempotency_key=f"{tag}-{i}",
+                content=common_pb2.PostContent(text=f"{tag} post {i} {suffix}"),
+                targets=[pb.PostTarget(connection_id=connection)],
+            )
+            if due is not None:
+                request.schedule.publish_at.CopyFrom(_ts(due))
+            await api.CreatePost(request, timeout=30)
+
+        # Warm up (consumer group joined, caches filled) and measure the create rate.
+        started = time.perf_counter()
+        sem = asyncio.Semaphore(32)
+
+        async def bounded(i: int, due: datetime | None, tag: str) -> None:
+            async with sem:
+                await create(i, due, tag)
+
+        await asyncio.gather(*(bounded(i, None, "warm") for i in range(len(connections))))
+        create_rate = len(connections) / (time.perf_counter() - started)
+        pool = await db.create_pool(stack.dsn, min_size=1, max_size=4)
+        try:
+            while await pool.fetchval(
+                f"SELECT count(*) FROM {schema}.jobs WHERE state <> 'PUBLISHED'"  # noqa: S608
+            ):
+                await asyncio.sleep(0.2)
+            lead = total / max(create_rate, 1.0) * 1.5 + 3
+            start = datetime.now(UTC) + timedelta(seconds=lead)
+            step = 1.0 / rate
+            creating = time.perf_counter()
+            await asyncio.gather(
+                *(bounded(i, start + timedelta(seconds=i * step), "load") for i in range(total))
+            )
+            create_s = time.perf_counter() - creating
+            late = max(0.0, (datetime.now(UTC) - start).total_seconds())
+            usage = Usage(
+                {
+                    "publisher": [psutil.Process(process.pid)],
+                    "connectors + sandbox": [psutil.Process(stack.platforms.pid)]
+                    if stack.platforms
+                    else [],
+                    "postgres": [psutil.Process(stack.pg.pid)] if stack.pg.pid else [],
+                    "broker": [psutil.Process(stack.broker.pid)] if stack.broker.pid else [],
+                }
+            )
+            await asyncio.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))
+            usage.begin()
+            stop = asyncio.Event()
+            clock = asyncio.create_task(_advance_sandbox_clock(stack.sandbox_url, stop))
+            deadline = time.monotonic() + seconds * 10 + 60
+            while time.monotonic() < deadline:
+                left = await pool.fetchval(
+                    f"SELECT count(*) FROM {schema}.jobs "  # noqa: S608
+                    "WHERE state NOT IN ('PUBLISHED', 'FAILED', 'CANCELLED')"
+                )
+                if left == 0:
+                    break
+                await asyncio.sleep(0.25)
+            cpu = usage.end()
+            stop.set()
+            await clock
+            rows = await pool.fetch(
+                f"SELECT j.state, j.due_at, j.finished_at, j.attempt_count "  # noqa: S608
+                f"FROM {schema}.jobs j JOIN {schema}.posts p ON p.id = j.post_id "
+                "WHERE p.idempotency_key LIKE 'load-%'"
+            )
+        finally:
+            await pool.close()
+        await channel.close()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(stack.sandbox_url + "/_sandbox/posts") as resp,
+    ):
+        posts = (await resp.json())["posts"]
+    texts = Counter(
+        p["text"] for p in posts if p["text"].startswith("load ") and suffix in p["text"]
+    )
+    published = [r for r in rows if r["state"] == "PUBLISHED"]
+    lags = [(r["finished_at"] - r["due_at"]).total_seconds() for r in published]
+    first_due = min(r["due_at"] for r in rows)
+    last_done = max(r["finished_at"] for r in published)
+    span = (last_done - first_due).total_seconds()
+    return {
+        "target_rate": rate,
+        "jobs": total,
+        "create_rate": round(total / create_s, 1),
+        "created_late_s": round(late, 2),
+        "published": len(published),
+        "throughput": round(len(published) / span, 1) if span > 0 else 0.0,
+        "lag_p50_ms": round(_ms(lags, 50), 1),
+        "lag_p99_ms": round(_ms(lags, 99), 1),
+        "lag_max_ms": round(max(lags) * 1000, 1) if lags else 0.0,
+        "duplicates": sum(n - 1 for n in texts.values() if n > 1),
+        "lost": total - len(published),
+        "on_platform": len(texts),
+        "retried": sum(1 for r in rows if r["attempt_count"] > 1),
+        "cpu_s_per_1000": {k: round(v / max(1, len(published)) * 1000, 2) for k, v in cpu.items()},
+        "cpu_share": {k: round(v / max(sum(cpu.values()), 1e-9), 3) for k, v in cpu.items()},
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+async def run() -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="postd-bench-publisher-"))
+    pg = EmbeddedPostgres(work / "pg", free_port(), durable=False, log_file=work / "pg.log")
+    broker = EmbeddedBroker(free_port(), log_file=work / "broker.log")
+    dsn = pg.start()
+    bootstrap = broker.start()
+    identity = work / "identity"
+    for name in ("publisher", "connectors", "gateway"):
+        generate_keypair(identity, name)
+    stack = Stack(
+        work,
+        dsn,
+        bootstrap,
+        identity,
+        f"http://127.0.0.1:{free_port()}",
+        f"127.0.0.1:{free_port()}",
+        pg,
+        broker,
+    )
+    result: dict[str, Any] = {}
+    try:
+        writes = await raw_pg_writes(dsn)
+        produced, consumed = await asyncio.to_thread(raw_broker, bootstrap)
+        result["raw"] = {
+            "pg_single_row_writes_per_s": round(writes.per_second, 1),
+            "broker_produce_per_s": round(produced, 1),
+            "broker_consume_per_s": round(consumed, 1),
+        }
+        result["dispatch_spread"] = await dispatch_lag(dsn, bootstrap, JOBS, 60.0)
+        result["dispatch_instant"] = await dispatch_lag(dsn, bootstrap, JOBS, 0.0)
+        await _start_platforms(stack)
+        await _connect_tenants(stack)
+        result["end_to_end"] = [await end_to_end(stack, rate, SECONDS) for rate in RATES]
+    finally:
+        if stack.platforms is not None:
+            stack.platforms.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stack.platforms.wait(20)
+        broker.stop()
+        pg.stop()
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    raw = result["raw"]
+    print("## Publisher")
+    print()
+    print(
+        "Raw limits in this run: PostgreSQL single-row INSERT+commit "
+        f"{raw['pg_single_row_writes_per_s']:,.0f}/s (16 concurrent); broker produce "
+        f"{raw['broker_produce_per_s']:,.0f}/s, consume {raw['broker_consume_per_s']:,.0f}/s."
+    )
+    print()
+    print("### Dispatch lag (due time → message on publish.jobs)")
+    print()
+    print("| due | jobs | p50 | p99 | max | drain rate | vs raw produce | lost |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key, label in (
+        ("dispatch_spread", "evenly over one minute"),
+        ("dispatch_instant", "all at one instant"),
+    ):
+        d = result[key]
+        rate = d["jobs"] / max(d["spread_s"], d["lag_max_ms"] / 1000)
+        print(
+            f"| {label} | {d['jobs']:,} | {d['lag_p50_ms']:.0f} ms | {d['lag_p99_ms']:.0f} ms | "
+            f"{d['lag_max_ms']:.0f} ms | {rate:,.0f}/s | "
+            f"{rate / raw['broker_produce_per_s']:.2f} | {d['lost']} |"
+        )
+    print()
+    print("### End to end (CreatePost → connectors → sandbox → recorded)")
+    print()
+    print(
+        "| due rate | jobs | published/s | p50 | p99 | max | dup | lost | retried | "
+        "creates/s | bottleneck (CPU share) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for e in result["end_to_end"]:
+        share = e["cpu_share"]
+        top = max(share, key=share.get) if share else "n/a"
+        parts = ", ".join(f"{k} {v:.0%}" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
+        print(
+            f"| {e['target_rate']}/s | {e['jobs']:,} | {e['throughput']:,.0f} | "
+            f"{e['lag_p50_ms']:.0f} ms | {e['lag_p99_ms']:.0f} ms | {e['lag_max_ms']:.0f} ms | "
+            f"{e['duplicates']} | {e['lost']} | {e['retried']} | {e['create_rate']:,.0f} | "
+            f"**{top}** ({parts}) |"
+        )
+    print()
+    for e in result["end_to_end"]:
+        per = ", ".join(f"{k} {v:.2f}" for k, v in e["cpu_s_per_1000"].items())
+        print(f"- {e['target_rate']}/s: CPU seconds per 1,000 jobs: {per}.")
+
+
+def main() -> dict[str, Any]:
+    if "--platforms" in sys.argv:
+        serve_platforms()
+        return {}
+    result = asyncio.run(run())
+    report(result)
+    print()
+    print(f"<!-- {json.dumps(result, default=str)} -->")
+    return result
+
+
+if __name__ == "__main__":
+    main()

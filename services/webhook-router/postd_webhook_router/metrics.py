@@ -31,3 +31,8 @@ DELIVERIES = Counter(
 ENDPOINTS_DISABLED = Counter(
     "postd_webhooks_endpoints_disabled_total", "Endpoints disabled after sustained failure."
 )
+FAILURE_STREAKS = Counter(
+    "postd_webhooks_outbound_failure_streaks_total",
+    "Endpoints that reached the alert threshold of failed deliveries in a row "
+    "(POSTD_OUTBOUND_ALERT_AFTER_FAILURES), once per streak.",
+)

@@ -504,4 +504,5 @@ class DeliveryWorker:
                 resolved_at=None,
                 topic=policy.alerts_topic,
             )
-            await self._store.fire_alert(delivery.endpoint_id, alert_id, message)
+            if await self._store.fire_alert(delivery.endpoint_id, alert_id, message):
+                metrics.FAILURE_STREAKS.inc()

@@ -41,6 +41,7 @@ from postd_health.domain.notify import (
 from postd_health.domain.playbook import ConnectionEvents, Playbook
 from postd_health.domain.rules import PlatformRules
 from postd_health.domain.status import TransientBudget
+from postd_health.metrics import export_figures
 from postd_health.ports import (
     Clock,
     Connectors,
@@ -328,6 +329,7 @@ async def build(
 
     async def detect_once() -> int:
         await svc.detectors.run_once()
+        await export_figures(svc.store, clock())
         return 0
 
     async def snapshot_once() -> int:

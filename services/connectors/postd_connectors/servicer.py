@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
+from opentelemetry import trace
 
 from postd.common.v1 import common_pb2
 from postd.connectors.v1 import connectors_pb2 as pb
@@ -24,6 +25,7 @@ from postd_connectors.domain.service import (
 from postd_connectors.platforms.base import MatchKind, PublishState
 
 SERVICE = "postd.connectors.v1.ConnectorsService"
+tracer = trace.get_tracer("postd_connectors")
 
 
 def _m(name: str) -> str:
@@ -251,14 +253,26 @@ class ConnectorsServicer(connectors_pb2_grpc.ConnectorsServiceServicer):
     async def PublishPost(
         self, request: pb.PublishPostRequest, context: grpc.aio.ServicerContext
     ) -> pb.PublishPostResponse:
-        result = await self.service.publish(
-            tenant_id=request.tenant_id,
-            connection_id=request.connection_id,
-            idempotency_key=request.idempotency_key,
-            content=convert.content_from_proto(request.content),
-            attempt=request.attempt,
-            job_id=request.job_id,
-        )
+        # The domain adds the platform (postd.platform) once it has the connection.
+        with tracer.start_as_current_span(
+            "connectors.publish",
+            attributes={
+                "postd.tenant_id": request.tenant_id,
+                "postd.connection_id": request.connection_id,
+                "postd.job_id": request.job_id,
+                "postd.attempt": request.attempt,
+            },
+            record_exception=False,
+        ) as span:
+            result = await self.service.publish(
+                tenant_id=request.tenant_id,
+                connection_id=request.connection_id,
+                idempotency_key=request.idempotency_key,
+                content=convert.content_from_proto(request.content),
+                attempt=request.attempt,
+                job_id=request.job_id,
+            )
+            span.set_attribute("postd.outcome", result.status)
         reply = pb.PublishPostResponse(
             status=_PUBLISH[result.status],
             platform_post_id=result.platform_post_id,

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+from opentelemetry import trace
+
 from postd_common.errors import (
     AlreadyExists,
     Conflict,
@@ -21,6 +23,7 @@ from postd_common.errors import (
     Unavailable,
 )
 from postd_common.logging import get_logger
+from postd_connectors import metrics
 from postd_connectors.domain import oauth, pagination
 from postd_connectors.domain.capabilities import PlatformCapabilities
 from postd_connectors.domain.fingerprint import content_fingerprint
@@ -829,6 +832,9 @@ class ConnectorsService:
             fresh = await connector.refresh(self._context(connection, stored.bundle))
         except PlatformFailure as failure:
             error = failure.error
+            metrics.TOKEN_REFRESHES.labels(
+                connection.platform, "failed", error.category.value
+            ).inc()
             if error.category is ErrorCategory.AUTH_EXPIRED:
                 # A refresh that is itself refused as expired cannot be retried.
                 error = replace(error, action=ErrorAction.RECONNECT, retryable=False)
@@ -847,6 +853,9 @@ class ConnectorsService:
                     connection = saved
             return RefreshResult(RefreshOutcome.FAILED, connection, error=error)
         replaced = await self._replace_tokens(connection, stored, fresh)
+        metrics.TOKEN_REFRESHES.labels(
+            connection.platform, "lost_race" if replaced is None else "refreshed", ""
+        ).inc()
         if replaced is None:
             current = await self.get_connection(connection.tenant_id, connection.id)
             return RefreshResult(RefreshOutcome.REFRESHED, current, joined_in_flight=True)
@@ -1052,6 +1061,7 @@ class ConnectorsService:
         _require(idempotency_key, "idempotency_key")
         connection = await self.get_connection(tenant_id, connection_id)
         connector = self.connector(connection.platform)
+        trace.get_current_span().set_attribute("postd.platform", connection.platform)
         fingerprint = self.fingerprint(connection.platform, content)
         display = connector.capabilities.display_name
         if connection.status in (ConnectionStatus.DISCONNECTED, ConnectionStatus.REVOKED):

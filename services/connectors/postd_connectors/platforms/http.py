@@ -19,13 +19,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
 from postd_common.logging import get_logger
+from postd_connectors import metrics
 from postd_connectors.domain.catalogue import ErrorCatalogue, RawFailure
 from postd_connectors.domain.model import PlatformError, PlatformFailure
 
 log = get_logger(__name__)
+tracer = trace.get_tracer("postd_connectors.platforms")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -116,6 +120,59 @@ class PlatformHttp:
         account: str = "",
         ok: Callable[[int], bool] | None = None,
     ) -> PlatformResponse:
+        # A client span per call, with the platform, method, host and path only: query
+        # strings and bodies (codes, tokens) stay out, and no trace header goes to the
+        # platform (it is not part of our traces). Exceptions are not recorded on the
+        # span: a platform's error text is not ours to keep.
+        parts = urlsplit(str(url))
+        with tracer.start_as_current_span(
+            f"{method.upper()} {self.platform}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "postd.platform": self.platform,
+                "http.request.method": method.upper(),
+                "server.address": parts.hostname or "",
+                "url.path": parts.path,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            return await self._call(
+                span,
+                method,
+                url,
+                params=params,
+                data=data,
+                json_body=json_body,
+                headers=headers,
+                timeout=timeout,
+                account=account,
+                ok=ok,
+            )
+
+    def _observe(self, span: trace.Span, outcome: str, status: int, started: float) -> None:
+        metrics.PLATFORM_REQUESTS.labels(self.platform, outcome).inc()
+        metrics.PLATFORM_SECONDS.labels(self.platform).observe(time.perf_counter() - started)
+        span.set_attribute("postd.outcome", outcome)
+        if status:
+            span.set_attribute("http.response.status_code", status)
+        if outcome != "ok":
+            span.set_status(Status(StatusCode.ERROR, outcome))
+
+    async def _call(
+        self,
+        span: trace.Span,
+        method: str,
+        url: str | URL,
+        *,
+        params: Mapping[str, str] | None,
+        data: Any,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+        timeout: aiohttp.ClientTimeout | None,
+        account: str,
+        ok: Callable[[int], bool] | None,
+    ) -> PlatformResponse:
         started = time.perf_counter()
         path = urlsplit(str(url)).path
         try:
@@ -138,6 +195,7 @@ class PlatformHttp:
                 )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Nothing reached the platform: safe to retry, and no write happened.
+            self._observe(span, _lost(exc), 0, started)
             log.warning(
                 "platform unreachable",
                 platform=self.platform,
@@ -151,6 +209,7 @@ class PlatformHttp:
         except (TimeoutError, aiohttp.ClientError) as exc:
             # The request may have been acted on: a write's outcome is unknown.
             unknown = method.upper() not in _SAFE_METHODS
+            self._observe(span, _lost(exc), 0, started)
             log.warning(
                 "platform call lost",
                 platform=self.platform,
@@ -166,7 +225,9 @@ class PlatformHttp:
             ) from exc
         accepted = ok(response.status) if ok else 200 <= response.status < 300
         if accepted:
+            self._observe(span, "ok", response.status, started)
             return response
+        self._observe(span, metrics.outcome_of_status(response.status), response.status, started)
         raw = self._read_error(response)
         # Retry-After, when sent, is the most precise hint; body hints come second.
         header = parse_retry_after(response.header("Retry-After"))
@@ -184,6 +245,11 @@ class PlatformHttp:
             category=failure.error.category.value,
         )
         raise failure
+
+
+def _lost(exc: BaseException) -> str:
+    """The ``outcome`` label of a call that got no answer."""
+    return "timeout" if isinstance(exc, TimeoutError) else "network"
 
 
 def utc_from_timestamp(value: float | int | str | None) -> datetime | None:

@@ -169,6 +169,9 @@ class DispatchJob:
     due_at: datetime
     dispatched_at: datetime
     max_attempts: int
+    # The W3C traceparent of the request that created the job (empty: none): the
+    # message continues that trace, whenever and wherever it is dispatched.
+    trace_context: str = ""
 
 
 class JobQueue(Protocol):

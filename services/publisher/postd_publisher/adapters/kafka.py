@@ -121,6 +121,8 @@ class KafkaJobQueue:
                     message, tenant_id=job.tenant_id, idempotency_key=job.idempotency_key
                 )
             }
+            if job.trace_context:
+                headers["traceparent"] = job.trace_context
             messages.append(
                 OutgoingMessage(
                     self._topic, job.connection_id, message.SerializeToString(), headers

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
+from opentelemetry import propagate
 
 from postd.common.v1.common_pb2 import PlatformError, PostContent
 from postd_common.errors import InvalidArgument, NotFound
@@ -138,7 +139,7 @@ UPDATE publisher.jobs j
        state_reason = ''
   FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.post_id, j.tenant_id, j.connection_id, j.platform, j.idempotency_key,
-          j.content, j.attempt_count, j.due_at, j.max_attempts,
+          j.content, j.attempt_count, j.due_at, j.max_attempts, j.trace_context,
           (picked.tenant_id <= $3) AS wrapped, picked.run_at AS was_due
 """
 
@@ -156,7 +157,7 @@ UPDATE publisher.jobs j
        state_reason = ''
   FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.post_id, j.tenant_id, j.connection_id, j.platform, j.idempotency_key,
-          j.content, j.attempt_count, j.due_at, j.max_attempts,
+          j.content, j.attempt_count, j.due_at, j.max_attempts, j.trace_context,
           false AS wrapped, picked.run_at AS was_due
 """
 
@@ -271,6 +272,13 @@ def _attempt_from_row(row: asyncpg.Record) -> Attempt:
     )
 
 
+def _current_traceparent() -> str:
+    """The caller's trace context (W3C traceparent), kept with the jobs it creates."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
 def _dispatch_job(row: asyncpg.Record, now: datetime) -> DispatchJob:
     return DispatchJob(
         job_id=str(row["id"]),
@@ -284,6 +292,7 @@ def _dispatch_job(row: asyncpg.Record, now: datetime) -> DispatchJob:
         due_at=row["due_at"],
         dispatched_at=now,
         max_attempts=row["max_attempts"],
+        trace_context=row["trace_context"],
     )
 
 
@@ -453,13 +462,13 @@ class PostgresJobStore:
                     """INSERT INTO publisher.jobs
                        (id, tenant_id, post_id, position, connection_id, platform,
                         idempotency_key, content, state, state_reason, due_at, run_at,
-                        max_attempts, created_at, updated_at)
+                        max_attempts, created_at, updated_at, trace_context)
                        SELECT i, $1, $2, pos, c, pl, k, ct,
                               CASE WHEN s = 'SCHEDULED' AND cp.connection_id IS NOT NULL
                                    THEN 'PAUSED' ELSE s END,
                               CASE WHEN s = 'SCHEDULED' AND cp.connection_id IS NOT NULL
                                    THEN cp.reason ELSE '' END,
-                              d, d, m, $3, $3
+                              d, d, m, $3, $3, $13
                        FROM unnest($4::uuid[], $5::int[], $6::text[], $7::text[], $8::text[],
                                    $9::bytea[], $10::text[], $11::timestamptz[], $12::int[])
                             AS n(i, pos, c, pl, k, ct, s, d, m)
@@ -478,6 +487,7 @@ class PostgresJobStore:
                 [j.state.value for j in jobs],
                 [j.due_at for j in jobs],
                 [j.max_attempts for j in jobs],
+                _current_traceparent(),
             )
             await conn.execute(
                 self.q(

@@ -25,7 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from opentelemetry import trace
+
 from postd.common.v1.common_pb2 import ErrorCategory, PlatformError
+from postd_publisher import metrics
 from postd_publisher.domain.breaker import OUTAGE_CATEGORIES, BreakerPolicy, OutageWatch
 from postd_publisher.domain.model import (
     AttemptOutcome,
@@ -51,6 +54,7 @@ from postd_publisher.ports import (
 )
 
 Clock = Callable[[], datetime]
+tracer = trace.get_tracer("postd_publisher")
 # An accepted publish still processing (TikTok, Instagram containers) is looked at
 # again after this long, up to MAX_PROCESSING_CHECKS times.
 PROCESSING_RECHECK = timedelta(seconds=5)
@@ -113,19 +117,35 @@ class PublishWorker:
         self._now = clock
 
     async def handle(self, delivery: Delivery) -> None:
-        claimed = await self._store.claim_attempt(
-            delivery.tenant_id,
-            delivery.job_id,
-            delivery.attempt,
-            self._settings.worker_id,
-            self._now(),
-            self._settings.lease_seconds,
-        )
-        if claimed is None:
-            return
-        async with self._slots.slot(claimed.job.platform):
-            record = await self.attempt(claimed)
-        await self._store.record_attempt(record)
+        with tracer.start_as_current_span(
+            "publisher.publish_attempt",
+            attributes={
+                "postd.tenant_id": delivery.tenant_id,
+                "postd.job_id": delivery.job_id,
+                "postd.attempt": delivery.attempt,
+            },
+        ) as span:
+            claimed = await self._store.claim_attempt(
+                delivery.tenant_id,
+                delivery.job_id,
+                delivery.attempt,
+                self._settings.worker_id,
+                self._now(),
+                self._settings.lease_seconds,
+            )
+            if claimed is None:
+                span.set_attribute("postd.outcome", "not_claimed")
+                return
+            span.set_attribute("postd.platform", claimed.job.platform)
+            span.set_attribute("postd.connection_id", claimed.job.connection_id)
+            span.set_attribute("postd.post_id", claimed.job.post_id)
+            async with self._slots.slot(claimed.job.platform):
+                record = await self.attempt(claimed)
+            span.set_attribute("postd.outcome", record.event.outcome.lower())
+            if record.error is not None:
+                span.set_attribute("postd.error_category", Category.of(record.error).value.lower())
+            if await self._store.record_attempt(record):
+                metrics.observe(record)
 
     async def attempt(self, claimed: ClaimedJob) -> AttemptRecord:
         """Steps 2 and 3 for a claimed job; never raises for platform trouble."""

@@ -23,7 +23,7 @@ from postd_webhook_router.adapters.http_sender import (
     public_session,
 )
 from postd_webhook_router.adapters.jwks import HttpJwks
-from postd_webhook_router.adapters.postgres import PostgresStore
+from postd_webhook_router.adapters.postgres import GroupCommit, PostgresStore
 from postd_webhook_router.adapters.vault import GrpcSecretVault
 from postd_webhook_router.config import SERVICE, Settings
 from postd_webhook_router.consumers import ConnectionEventHandler, PublishResultHandler
@@ -46,6 +46,9 @@ SPEC = ServiceSpec(
     name=SERVICE,
     schema="webhooks",
     migrations=Path(__file__).parent / "migrations",
+    # No session state on pooled connections (no SET, LISTEN or session locks): skip
+    # the reset round trip on every release.
+    pool_session_reset=False,
     topics=tuple(
         topics.spec(name)
         for name in (
@@ -86,12 +89,21 @@ def utcnow() -> datetime:
 async def build(
     runtime: Runtime, settings: Settings, overrides: Overrides | None = None
 ) -> ServiceParts:
+    """The parts of ``settings.role``: "all" (API and background work in one process,
+    the default), "api" (inbound and the API: verify and store only, so that loop
+    answers webhooks and nothing else) or "worker" (processing, outbox relay,
+    outbound deliveries and the Kafka consumers)."""
     over = overrides or Overrides()
     names = over.topics
-    store = PostgresStore(runtime.require_pool())
-    producer = runtime.require_producer()
     inbound = settings.inbound
     out = settings.outbound
+    serves_api = settings.role in ("all", "api")
+    works = settings.role in ("all", "worker")
+    store = PostgresStore(
+        runtime.require_pool(),
+        GroupCommit(inbound.commit_batch_rows, inbound.commit_concurrency),
+    )
+    producer = runtime.require_producer()
 
     jwks_session = aiohttp.ClientSession()
     delivery_session = public_session(out.allow_loopback, out.request_timeout_seconds)
@@ -114,7 +126,8 @@ async def build(
         store,
         IngestPolicy(inbound.max_body_bytes, inbound.dedupe_window_seconds),
         clock=utcnow,
-        on_accepted=process_wake,
+        # In "api" the worker is another process: it finds new rows by polling.
+        on_accepted=process_wake if works else lambda: None,
     )
     resolver = CachedResolver(
         over.resolver
@@ -211,14 +224,16 @@ async def build(
         await delivery_session.close()
 
     return ServiceParts(
-        register=[register],
-        service_names=[SERVICE_NAME],
+        register=[register] if serves_api else [],
+        service_names=[SERVICE_NAME] if serves_api else [],
         policy=POLICY,
-        consumers=consumers,
+        consumers=consumers if works else [],
         tasks=[
             worker("processing", process_once, process_wake, proc.poll_seconds),
             worker("outbox relay", relay_once, relay_wake, proc.poll_seconds),
             worker("deliveries", deliver_once, delivery_wake, out.poll_seconds),
-        ],
+        ]
+        if works
+        else [],
         on_close=[close],
     )

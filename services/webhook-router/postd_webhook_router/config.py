@@ -45,6 +45,8 @@ class InboundSettings:
     max_body_bytes: int
     tolerance_seconds: float
     dedupe_window_seconds: int
+    commit_batch_rows: int
+    commit_concurrency: int
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,13 @@ class OutboundSettings:
     secret_overlap_seconds: float
 
 
+# What one process runs: "all" (the API and the background work: processing, the
+# outbox relay, outbound deliveries, the Kafka consumers), "api" (inbound and the API
+# only; POSTD_WEBHOOKS_WORKERS=separate) or "worker" (the background work only:
+# ``python -m postd_webhook_router worker``).
+ROLES = ("all", "api", "worker")
+
+
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
@@ -80,6 +89,7 @@ class Settings:
     connectors_addr: str
     vault_addr: str
     consumer_group: str
+    role: str = "all"
 
 
 def _secrets(env: EnvReader, name: str, development: bool) -> tuple[Secret, ...]:
@@ -92,8 +102,9 @@ def _secrets(env: EnvReader, name: str, development: bool) -> tuple[Secret, ...]
     return tuple(Secret(v) for v in values)
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Read every setting; raises ConfigError naming each bad variable."""
+def load_settings(environ: Mapping[str, str], *, worker: bool = False) -> Settings:
+    """Read every setting; raises ConfigError naming each bad variable. ``worker``:
+    the settings of ``python -m postd_webhook_router worker`` (background work only)."""
     env = EnvReader(environ)
     common = load_common(env, SERVICE)
     dev = common.is_development
@@ -121,6 +132,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         dedupe_window_seconds=env.integer(
             "POSTD_WEBHOOKS_DEDUPE_WINDOW_SECONDS", 48 * 3600, minimum=60
         ),
+        # Group commit: deliveries arriving while a commit is in flight share the next
+        # one (1 = a transaction per delivery). Each is answered after its commit.
+        commit_batch_rows=env.integer("POSTD_WEBHOOKS_COMMIT_BATCH_ROWS", 200, minimum=1),
+        commit_concurrency=env.integer("POSTD_WEBHOOKS_COMMIT_CONCURRENCY", 2, minimum=1),
     )
     processing = ProcessingSettings(
         batch_size=env.integer("POSTD_WEBHOOKS_PROCESS_BATCH", 200, minimum=1),
@@ -159,6 +174,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         connectors_addr=service_addr(env, "connectors"),
         vault_addr=service_addr(env, "vault"),
         consumer_group=env.text("POSTD_WEBHOOKS_CONSUMER_GROUP", "webhook-router"),
+        role="worker" if worker else _api_role(env),
     )
     env.check()
     return settings
+
+
+def _api_role(env: EnvReader) -> str:
+    workers = env.choice("POSTD_WEBHOOKS_WORKERS", "inline", ("inline", "separate"))
+    return "api" if workers == "separate" else "all"

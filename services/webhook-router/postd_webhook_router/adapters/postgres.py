@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -98,25 +99,136 @@ class EventFilter:
     received_to: datetime | None = None
 
 
+# Server-side failures of a statement (as opposed to a lost connection): in a group
+# commit they are narrowed down to the rows that cause them.
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+@dataclass(frozen=True)
+class GroupCommit:
+    """How inbound deliveries are committed.
+
+    ``max_rows`` rows at most share one transaction (1: a transaction per delivery);
+    ``max_concurrent`` transactions at most are in flight. No row waits for a timer:
+    a batch is written as soon as a transaction slot is free, so under light load
+    each delivery gets its own commit, and under heavy load the rows that arrived
+    during one commit share the next.
+    """
+
+    max_rows: int = 1
+    max_concurrent: int = 2
+
+
+_Waiting = tuple[list[Any], asyncio.Future[tuple[str, bool]]]
+
+
+class _InboundCommits:
+    """Group commit of ``store_inbound``: each caller is answered only after the
+    transaction holding its row committed (or with the error that ended it).
+
+    A batch is one pipelined round trip (asyncpg ``fetchmany``: every row's dedupe
+    statement, in order, then one Sync, so the batch commits or fails as a whole).
+    Rows are sorted by dedupe key so that concurrent batches lock keys in one order
+    and cannot deadlock each other; within a batch a later copy of a key sees the
+    earlier one, exactly as consecutive single commits would. A lost connection fails
+    every caller of the batch (StoreUnavailable: the gateway answers 503 and the
+    platform retries; nothing was acknowledged). An error PostgreSQL raised for a
+    statement rolls the batch back, and its rows are then written one per
+    transaction, so one bad row fails alone.
+    """
+
+    def __init__(self, store: PostgresStore, policy: GroupCommit) -> None:
+        self._store = store
+        self._policy = policy
+        self._queue: list[_Waiting] = []
+        self._writers = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def store(self, args: list[Any]) -> tuple[str, bool]:
+        future: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+        self._queue.append((args, future))
+        if self._writers < self._policy.max_concurrent:
+            self._writers += 1
+            # The writer takes its batch when it first runs: every row queued in this
+            # turn of the event loop joins it.
+            task = asyncio.create_task(self._write())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self._policy.max_rows]
+                del self._queue[: self._policy.max_rows]
+                await self._commit(batch)
+        finally:
+            self._writers -= 1
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        ordered = sorted(batch, key=lambda item: (item[0][1], item[0][6] or ""))
+        try:
+            results = await self._store.insert_batch([args for args, _ in ordered])
+        except (StoreUnavailable, *_CONNECTION_ERRORS) as exc:
+            error = exc if isinstance(exc, StoreUnavailable) else _unavailable(exc)
+            for _, future in ordered:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except asyncpg.PostgresError:
+            await asyncio.gather(*(self._alone(args, future) for args, future in ordered))
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+            for _, future in ordered:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except asyncio.CancelledError:
+            for _, future in ordered:
+                future.cancel()
+            raise
+        for (_, future), result in zip(ordered, results, strict=True):
+            if not future.done():  # the caller may have given up (deadline)
+                future.set_result(result)
+
+    async def _alone(self, args: list[Any], future: asyncio.Future[tuple[str, bool]]) -> None:
+        try:
+            result = await self._store.insert_one(args)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller it belongs to
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    error = StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}")
+    error.__cause__ = exc
+    return error
+
+
 class PostgresStore:
     """The webhook router's PostgreSQL adapter. Every method raises
     :class:`StoreUnavailable` when PostgreSQL cannot be reached."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, group_commit: GroupCommit | None = None) -> None:
         self._pool = pool
+        policy = group_commit or GroupCommit()
+        self._commits = _InboundCommits(self, policy) if policy.max_rows > 1 else None
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[Any]:
         try:
             async with self._pool.acquire() as conn:
                 yield conn
-        except (
-            OSError,
-            asyncpg.exceptions.ConnectionDoesNotExistError,
-            asyncpg.exceptions.CannotConnectNowError,
-            asyncpg.exceptions.TooManyConnectionsError,
-        ) as exc:
-            raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
+        except _CONNECTION_ERRORS as exc:
+            raise _unavailable(exc) from exc
 
     # ------------------------------------------------------------------ sources
 
@@ -191,14 +303,28 @@ class PostgresStore:
             source.tenant_id if source else "",
             source.connection_id if source else "",
             [source.tenant_id] if source else [],
+            event.previous_dedupe_key,
         ]
+        if self._commits is not None:
+            return await self._commits.store(args)
+        return await self.insert_one(args)
+
+    async def insert_one(self, args: Sequence[Any]) -> tuple[str, bool]:
+        """One delivery in its own transaction (``store_inbound``'s arguments)."""
         async with self._conn() as conn:
-            if event.dedupe_key is None:
-                await conn.execute(_STORE_PLAIN, *args)
-                return event.id, True
-            row = await conn.fetchrow(_STORE_DEDUPED, *args, event.previous_dedupe_key)
+            if args[6] is None:  # no dedupe key: a rejection
+                await conn.execute(_STORE_PLAIN, *args[:19])
+                return str(args[0]), True
+            row = await conn.fetchrow(_STORE_DEDUPED, *args)
         assert row is not None
         return str(row["id"]), bool(row["inserted"])
+
+    async def insert_batch(self, rows: Sequence[Sequence[Any]]) -> list[tuple[str, bool]]:
+        """Many deliveries in one transaction, in order; all or none are stored."""
+        async with self._conn() as conn:
+            records = await conn.fetchmany(_STORE_DEDUPED, rows)
+        # One result row per statement: from the previous-window update or the insert.
+        return [(str(r["id"]), bool(r["inserted"])) for r in records]
 
     # ------------------------------------------------------------------ processing
 

@@ -71,3 +71,32 @@ async def test_identity_and_trace_context_travel_without_interceptors(served, si
             await say(b"", metadata=call_metadata(signer_for("publisher"), "vault"))
         assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+async def test_a_target_of_several_replicas_spreads_calls_round_robin(signer_for) -> None:
+    """A gateway in front of several router replicas: one channel, every replica used."""
+    seen: list[list[dict[str, str]]] = [[], []]
+    servers = [
+        create_server(
+            service="vault",
+            address="127.0.0.1:0",
+            register=[register(box)],
+            service_names=[SERVICE],
+            verifier=None,
+        )
+        for box in seen
+    ]
+    for server in servers:
+        await server.start()
+    try:
+        target = "ipv4:" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
+        async with open_plain_channel(target) as channel:
+            say = channel.unary_unary(f"/{SERVICE}/Say")
+            for _ in range(200):
+                await say(b"", metadata=call_metadata(signer_for("gateway"), "vault"))
+                if all(len(box) >= 5 for box in seen):
+                    break
+        assert all(len(box) >= 5 for box in seen), [len(box) for box in seen]
+    finally:
+        for server in servers:
+            await server.stop(0)

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
@@ -163,7 +163,7 @@ async def serve_backends(tenant_id: str, connections: int, port_file: Path, iden
         address="127.0.0.1:0",
         register=[
             lambda s: cx_grpc.add_ConnectorsServiceServicer_to_server(
-                CannedConnectors(),  # type: ignore[abstract]
+                cast(Any, CannedConnectors)(),
                 s,
             )
         ],

@@ -34,7 +34,7 @@ from postd_common.bootstrap import ServiceSpec
 from postd_common.grpcutil import open_plain_channel
 from postd_common.identity import load_identity
 from postd_common.logging import get_logger
-from postd_gateway import healthz
+from postd_gateway import dashboard, healthz
 from postd_gateway.adapters.postgres import (
     FlagStore,
     IdempotencyStore,
@@ -345,4 +345,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs)
+    dashboard.mount(app, settings.dashboard_path)
     return app

@@ -230,7 +230,7 @@ async def oauth_callback(call: Call) -> Reply:
             timeout=settings.oauth_timeout_seconds,
         )
     except Problem as problem:
-        log.info("oauth callback refused", platform=platform, code=problem.code)
+        log.info("oauth callback refused", platform=platform, problem_code=problem.code)
         detail = problem.detail if problem.status < 500 else "Please try connecting again."
         target = URL(settings.dashboard_path).update_query(
             connect="error", platform=platform, reason=problem.code, message=detail[:300]

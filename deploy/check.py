@@ -5,9 +5,11 @@
 Each overlay is built with ``kubectl kustomize`` and every object is checked twice:
 
 * against the Kubernetes JSON schemas of ``KUBERNETES_VERSION``, offline and strict
-  (unknown fields are errors), with ``kubernetes-validate``. Custom resources it has
-  no schema for (Strimzi ``KafkaTopic``, KEDA ``ScaledObject``, ``ExternalSecret``)
-  skip this step only;
+  (unknown fields are errors), with ``kubernetes-validate``. The Prometheus Operator's
+  ``PrometheusRule`` and ``ServiceMonitor`` are checked against the local schemas in
+  ``deploy/crds/`` (the CRD fields this repository uses, strict), and every rule
+  expression must parse as PromQL. Other custom resources (Strimzi ``KafkaTopic``,
+  KEDA ``ScaledObject``, ``ExternalSecret``) skip this step only;
 * against POSTD's own policy (``policy_problems``): pinned images, resources, probes,
   a locked-down security context, a NetworkPolicy and a PodDisruptionBudget for every
   workload.
@@ -20,6 +22,7 @@ overlay does not build at all.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -28,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate
+import promql_parser
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +48,14 @@ Obj = Mapping[str, Any]
 # Workloads that run until stopped: these need probes, a NetworkPolicy and a PDB.
 LONG_RUNNING = ("Deployment", "StatefulSet", "DaemonSet")
 RESOURCE_KEYS = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory")
+
+# Custom resources kubernetes-validate has no schema for, checked against a local one:
+# (apiVersion, kind) -> file in CRD_SCHEMAS.
+CRD_SCHEMAS = ROOT / "deploy" / "crds"
+LOCAL_SCHEMAS: Mapping[tuple[str, str], str] = {
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.schema.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.schema.json",
+}
 
 
 class BuildError(Exception):
@@ -76,6 +89,9 @@ def name_of(obj: Obj) -> str:
 
 def schema_problems(obj: Obj) -> list[str] | None:
     """Problems found by the Kubernetes schema, or None when there is no schema."""
+    local = LOCAL_SCHEMAS.get((obj.get("apiVersion", ""), obj.get("kind", "")))
+    if local is not None:
+        return local_schema_problems(obj, CRD_SCHEMAS / local)
     try:
         kubernetes_validate.validate(dict(obj), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.SchemaNotFoundError:
@@ -84,6 +100,37 @@ def schema_problems(obj: Obj) -> list[str] | None:
         where = ".".join(str(part) for part in exc.path) or "(top level)"
         return [f"schema: {where}: {exc.message}"]
     return []
+
+
+def local_schema_problems(obj: Obj, schema_file: Path) -> list[str]:
+    """A custom resource against its local schema; a PrometheusRule's expressions
+    must also parse as PromQL."""
+    validator = jsonschema.Draft202012Validator(json.loads(schema_file.read_text()))
+    problems = [
+        f"schema: {'.'.join(str(p) for p in error.absolute_path) or '(top level)'}: {error.message}"
+        for error in sorted(validator.iter_errors(dict(obj)), key=lambda e: list(e.path))
+    ]
+    if obj.get("kind") == "PrometheusRule":
+        problems += rule_expression_problems(obj)
+    return problems
+
+
+def rule_expression_problems(rule: Obj) -> list[str]:
+    """Each rule's ``expr`` parsed by a PromQL parser (functions, durations, matchers,
+    brackets); one problem per expression that does not parse."""
+    problems = []
+    groups = (rule.get("spec") or {}).get("groups") or []
+    for g, group in enumerate(groups if isinstance(groups, list) else []):
+        rules = group.get("rules") if isinstance(group, dict) else None
+        for r, item in enumerate(rules if isinstance(rules, list) else []):
+            if not isinstance(item, dict) or "expr" not in item:
+                continue
+            name = item.get("alert") or item.get("record") or "?"
+            try:
+                promql_parser.parse(str(item["expr"]))
+            except ValueError as exc:
+                problems.append(f"spec.groups[{g}].rules[{r}] ({name}): expr: {exc}")
+    return problems
 
 
 # --------------------------------------------------------------------------- policy
@@ -271,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(
                 f"{label}: ok: {report.objects} objects, {report.schema_checked} checked against "
-                f"the Kubernetes {KUBERNETES_VERSION} schemas, "
+                f"the Kubernetes {KUBERNETES_VERSION} schemas or deploy/crds, "
                 f"{report.objects - report.schema_checked} custom resources checked by policy only"
             )
     return 1 if failed else 0

@@ -51,7 +51,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import psutil
+import psutil  # type: ignore[import-untyped]
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.baseline import percentile, raw_broker, raw_pg_writes
@@ -179,7 +179,8 @@ async def dispatch_lag(dsn: str, bootstrap: str, count: int, spread_s: float) ->
     stop = asyncio.Event()
     try:
         await asyncio.to_thread(ready.wait, 60)
-        start = datetime.now(UTC) + timedelta(seconds=8)
+        # Loading 100,000 rows (and their index entries) takes a while on 2 cores.
+        start = datetime.now(UTC) + timedelta(seconds=10 + count / 4000)
         loaded = time.perf_counter()
         await _load_due_jobs(pool, schema, count, start, spread_s)
         load_s = time.perf_counter() - loaded
@@ -286,6 +287,20 @@ def serve_platforms() -> None:
     asyncio.run(main())
 
 
+def _spawn(
+    command: list[str], env: dict[str, str], log: Path, *, pipe_stdout: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start a child process writing to ``log`` (stdout piped when asked)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE if pipe_stdout else out,
+            stderr=out,
+            cwd=ROOT,
+        )
+
+
 @dataclass
 class Stack:
     """The servers and processes of the end-to-end run."""
@@ -330,12 +345,11 @@ async def _start_platforms(stack: Stack) -> None:
     await db.migrate_dsn(
         stack.dsn, "connectors", ROOT / "services/connectors/postd_connectors/migrations"
     )
-    stack.platforms = subprocess.Popen(
+    stack.platforms = _spawn(
         [sys.executable, "-m", "bench.publisher", "--platforms"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=open(stack.work / "platforms.log", "wb"),  # noqa: SIM115
-        cwd=ROOT,
+        env,
+        stack.work / "platforms.log",
+        pipe_stdout=True,
     )
     assert stack.platforms.stdout is not None
     line = await asyncio.to_thread(stack.platforms.stdout.readline)
@@ -453,21 +467,18 @@ async def _publisher(
         POSTD_PUBLISHER_EVENTS_GROUP=f"{schema}-events",
         POSTD_DISPATCH_POLL_SECONDS="0.02",
     )
-    log = open(stack.work / f"{schema}.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "postd_publisher"], env=env, stdout=log, stderr=log, cwd=ROOT
-    )
+    log = stack.work / f"{schema}.log"
+    process = _spawn([sys.executable, "-m", "postd_publisher"], env, log)
     try:
         deadline = time.monotonic() + 60
         while not await check_health(address, timeout=1.0):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"publisher did not start; see {log.name}")
+                raise RuntimeError(f"publisher did not start; see {log}")
             await asyncio.sleep(0.2)
         yield address, process
     finally:
         process.terminate()
         await asyncio.to_thread(process.wait, 30)
-        log.close()
 
 
 async def end_to_end(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
@@ -512,7 +523,7 @@ async def end_to_end(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
         create_rate = len(connections) / (time.perf_counter() - started)
         pool = await db.create_pool(stack.dsn, min_size=1, max_size=4)
         try:
-            while await pool.fetchval(
+            while await pool.fetchval(  # noqa: ASYNC110 - polling PostgreSQL, not an event
                 f"SELECT count(*) FROM {schema}.jobs WHERE state <> 'PUBLISHED'"  # noqa: S608
             ):
                 await asyncio.sleep(0.2)

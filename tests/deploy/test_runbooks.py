@@ -16,6 +16,9 @@ PAGES = (
     "kms-key-rotation.md",
     "broker-loss.md",
     "database-failover.md",
+    "webhooks.md",
+    "publish-backlog.md",
+    "slo-burn.md",
 )
 
 

@@ -464,6 +464,8 @@ def test_every_overlay_deploys_the_rules_and_the_scrape_config() -> None:
         monitor = kinds[("ServiceMonitor", "postd")]
         selector = monitor["spec"]["selector"]["matchLabels"]
         ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+        # The gRPC metrics' own `service` label must win over the target's.
+        assert all(e.get("honorLabels") for e in monitor["spec"]["endpoints"])
         scraped = set()
         for obj in objects:
             if obj["kind"] != "Service":

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,14 @@ POST_TEXT = "Fresh beans today: come and taste them"
 
 
 @pytest.fixture(scope="module")
-def exporter() -> InMemorySpanExporter:
+def exporter() -> Iterator[InMemorySpanExporter]:
     """The process's one TracerProvider (setup_tracing installs it once), with an
-    in-memory exporter added: every in-process service's spans end up here."""
+    in-memory exporter added: every in-process service's spans end up here. Shut down
+    after the module, so later tests' spans are not kept."""
     spans = InMemorySpanExporter()
     setup_tracing("e2e", None, extra_processors=[SimpleSpanProcessor(spans)])
-    return spans
+    yield spans
+    spans.shutdown()
 
 
 # --------------------------------------------------------------------------- the system

@@ -1,21 +1,30 @@
-"""Signed-webhook ingest throughput, against a bare aiohttp handler in the same run.
+"""Signed-webhook ingest through the gateway, against a bare aiohttp handler in the same run.
 
-``python -m bench.webhooks [--seconds S] [--concurrency C]``
+``python -m bench.webhooks [--seconds S] [--concurrency C] [--rate R] [--routers N]
+[--single] [--load-processes K] [--repeat M]``
 
-Starts PostgreSQL and the broker (embedded, unless ``DATABASE_URL`` / ``KAFKA_BOOTSTRAP``
-are set), the webhook router as its own process (``python -m postd_webhook_router``),
-a small ResolveAccount server standing in for connectors, and a front process: an
-aiohttp app that mounts the router's passthrough handler on ``/webhooks/...`` — as the
-gateway will — and a bare handler on ``/bare`` that answers at once. This process then
-posts signed TikTok webhooks (each a new event, signed ``t=…,s=…`` as TikTok does) to
-the front for ``--seconds`` with ``--concurrency`` connections, and the same load to
-``/bare``. An ingest request is answered after the router verified and stored it;
-the events are then normalised, routed and produced to Kafka asynchronously, and the
-run waits until every accepted event is emitted to report the end-to-end rate too.
+Every part is its own process, all on this machine:
 
-``ratio`` = bare requests/s ÷ webhook requests/s: how many times the whole path
-(HTTP front, gRPC hop with service identity, verify, one PostgreSQL transaction)
-costs more than HTTP alone on this machine at this moment.
+* PostgreSQL (embedded, **durable**: fsync and synchronous commit on) and the broker;
+* the real gateway (``python -m postd_gateway``), whose ``/webhooks/{platform}`` route
+  hands the raw request to the router over gRPC (plain channel, service identity per
+  call), its channel balancing round robin over the router replicas;
+* ``--routers`` webhook-router API replicas (``POSTD_WEBHOOKS_WORKERS=separate``: verify,
+  store with group commit, answer) and one ``python -m postd_webhook_router worker``
+  (normalise, route, relay to Kafka); ``--single`` runs the old layout instead, one
+  router process doing everything;
+* a bare aiohttp app (``POST /bare``: read the body, answer 200) — the raw limit;
+* ``--load-processes`` load generators: a lean HTTP/1.1 keep-alive client (a few
+  tens of µs of CPU per request), the same one for both sides.
+
+Each round measures the bare handler, then ingest, the same way: closed loop (``C``
+connections back to back: throughput and its latency) and open loop (requests
+*scheduled* at ``R``/s, latency counted from the scheduled time, so a stall is not
+hidden). Every webhook is a distinct TikTok event signed ``t=…,s=…`` as TikTok signs
+it; an answer means the router verified it and committed its row. After each ingest
+run the bench waits until every accepted event is on ``webhook.events``.
+CPU per request is read from /proc for every process, so the report says where the
+machine's two cores went.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,29 +51,152 @@ P99_CEILING_MS = 50.0
 SECRET = "bench-tiktok-client-secret"  # noqa: S105 - a throwaway bench value
 
 
-# ------------------------------------------------------------------ the front process
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-def serve_front(port: int, router: str, identity_dir: str) -> None:
-    """Run the front (passthrough + bare) until SIGTERM."""
+# ------------------------------------------------------------------ the load generator
+
+
+def signed_webhooks(count: int, run: str, accounts: int = 20) -> list[tuple[bytes, str]]:
+    """``count`` distinct TikTok webhooks, signed as TikTok signs them."""
+    from postd_sandbox import signing
+
+    now = int(time.time())
+    out = []
+    for i in range(count):
+        body = signing.canonical_json(
+            {
+                "client_key": "bench",
+                "event": "post.publish.complete",
+                "create_time": now,
+                "user_openid": f"act.bench{i % accounts}",
+                "content": json.dumps({"publish_id": f"v_pub~{run}~{i}", "n": i}),
+            }
+        )
+        out.append((body, signing.tiktok_signature(SECRET, body, now)))
+    return out
+
+
+def requests_for(port: int, path: str, payloads: list[tuple[bytes, str]]) -> list[bytes]:
+    """The raw HTTP/1.1 requests (keep-alive), built before the clock starts."""
+    return [
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nTikTok-Signature: {signature}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for body, signature in payloads
+    ]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: write a request, read one answer."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def exchange(self, request: bytes) -> int:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await self.reader.readexactly(length)
+            return int(head[9:12])
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            self.close()
+            return 0
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def load(args: argparse.Namespace) -> dict[str, Any]:
+    """One load process: closed loop (``connections`` back to back) or open loop
+    (``rate`` requests/s scheduled, served by up to ``connections`` connections)."""
+    run = f"{args.run}-{os.getpid()}"
+    count = int(args.seconds * (args.rate or 6000)) + 500
+    payloads = signed_webhooks(count, run)
+    queue = requests_for(args.port, args.path, payloads)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    pool = [Connection(args.port) for _ in range(args.connections)]
+    for connection in pool:  # connect before the clock starts
+        connection.reader, connection.writer = await asyncio.open_connection("127.0.0.1", args.port)
+    await asyncio.sleep(max(0.0, args.start_at - time.time()))
+    cpu_began = time.process_time()
+    began = time.perf_counter()
+    deadline = began + args.seconds
+    index = 0
+
+    async def closed(connection: Connection) -> None:
+        nonlocal index
+        while time.perf_counter() < deadline and index < len(queue):
+            request = queue[index]
+            index += 1
+            started = time.perf_counter()
+            status = await connection.exchange(request)
+            latencies.append(time.perf_counter() - started)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    if args.rate == 0:
+        await asyncio.gather(*(closed(c) for c in pool))
+    else:
+        idle: asyncio.Queue[Connection] = asyncio.Queue()
+        for connection in pool:
+            idle.put_nowait(connection)
+
+        async def one(request: bytes, scheduled: float) -> None:
+            connection = await idle.get()
+            try:
+                status = await connection.exchange(request)
+            finally:
+                idle.put_nowait(connection)
+            latencies.append(time.perf_counter() - scheduled)
+            statuses[status] = statuses.get(status, 0) + 1
+
+        tasks = []
+        total = int(args.rate * args.seconds)
+        for i in range(total):
+            scheduled = began + i / args.rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(queue[i], scheduled)))
+        await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
+    for connection in pool:
+        connection.close()
+    return {"latencies": latencies, "statuses": statuses, "elapsed": elapsed, "cpu": cpu}
+
+
+# ------------------------------------------------------------------ the bare handler
+
+
+def serve_bare(port: int) -> None:
     from aiohttp import web
 
-    from postd.webhook_router.v1 import webhook_router_pb2_grpc
-    from postd_common.grpcutil import open_channel
-    from postd_common.identity import IdentitySigner
-    from postd_webhook_router.http_passthrough import webhook_passthrough
+    async def bare(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200)
 
     async def main() -> None:
-        signer = IdentitySigner.from_file("gateway", Path(identity_dir) / "gateway.key")
-        channel = open_channel(router, signer=signer, audience="webhook-router")
-        handler = webhook_passthrough(webhook_router_pb2_grpc.WebhookRouterServiceStub(channel))
-
-        async def bare(request: web.Request) -> web.Response:
-            await request.read()
-            return web.Response(status=200)
-
         app = web.Application()
-        app.router.add_route("*", "/webhooks/{platform}", handler)
         app.router.add_post("/bare", bare)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -71,44 +205,90 @@ def serve_front(port: int, router: str, identity_dir: str) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
         await runner.cleanup()
-        await channel.close()
 
     asyncio.run(main())
 
 
-# ------------------------------------------------------------------ infrastructure
+# ------------------------------------------------------------------ processes and CPU
 
 
-@contextlib.contextmanager
-def infrastructure(workdir: Path) -> Iterator[tuple[str, str]]:
-    from postd_common.devinfra import EmbeddedBroker, EmbeddedPostgres, free_port
-
-    dsn = os.environ.get("DATABASE_URL", "")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
-    pg = broker = None
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (0 once it is gone)."""
     try:
-        if not dsn:
-            pg = EmbeddedPostgres(workdir / "pg", free_port(), log_file=workdir / "pg.log")
-            dsn = pg.start()
-        if not bootstrap:
-            broker = EmbeddedBroker(free_port(), log_file=workdir / "broker.log")
-            bootstrap = broker.start()
-        yield dsn, bootstrap
-    finally:
-        if broker is not None:
-            broker.stop()
-        if pg is not None:
-            pg.stop()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(values)
+    return total - values[3] - values[4], total
+
+
+@dataclass
+class Layout:
+    """Which pids are which part, to split CPU time by part."""
+
+    parts: dict[str, list[int]] = field(default_factory=dict)
+    postgres: int | None = None
+
+    def pids(self) -> dict[str, list[int]]:
+        out = {k: list(v) for k, v in self.parts.items()}
+        if self.postgres is not None:
+            out["postgresql"] = [self.postgres, *children_of(self.postgres)]
+        return out
+
+    def sample(self) -> tuple[dict[str, float], tuple[float, float]]:
+        return (
+            {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids().items()},
+            machine_cpu(),
+        )
+
+
+def cpu_report(
+    before: tuple[dict[str, float], tuple[float, float]],
+    after: tuple[dict[str, float], tuple[float, float]],
+    requests: int,
+    seconds: float,
+) -> dict[str, Any]:
+    used = {k: after[0].get(k, 0.0) - before[0].get(k, 0.0) for k in after[0]}
+    busy = (after[1][0] - before[1][0]) / os.sysconf("SC_CLK_TCK")
+    return {
+        "us_per_request": {k: round(v / max(1, requests) * 1e6) for k, v in used.items()},
+        "cores": {k: round(v / seconds, 2) for k, v in used.items()},
+        "machine_busy_cores": round(busy / seconds, 2),
+        "others_cores": round((busy - sum(used.values())) / seconds, 2),
+    }
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], env: dict[str, str], log: Path, layout: Layout, part: str
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [sys.executable, *args],
         env=env,
         cwd=ROOT,
-        stderr=open(log, "wb"),  # noqa: SIM115
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),  # noqa: SIM115 - the child owns it
     )
+    layout.parts.setdefault(part, []).append(proc.pid)
     try:
         yield proc
     finally:
@@ -120,7 +300,21 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
             proc.wait()
 
 
+async def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    from postd_common.devinfra import port_open
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        if port_open(port):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
 async def _fake_connectors(identity_dir: Path) -> tuple[Any, str]:
+    """ResolveAccount for the worker (one match per account; cached by the router)."""
     from postd.connectors.v1 import connectors_pb2, connectors_pb2_grpc
     from postd_common.devinfra import free_port
     from postd_common.grpcutil import AccessPolicy, create_server
@@ -153,75 +347,70 @@ async def _fake_connectors(identity_dir: Path) -> tuple[Any, str]:
     return server, addr
 
 
-async def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    from postd_common.devinfra import port_open
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        if port_open(port):
-            return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{what} did not start")
-
-
-# ------------------------------------------------------------------ load
-
-
-def signed_webhooks(count: int, accounts: int = 20) -> list[tuple[bytes, str]]:
-    """``count`` distinct TikTok webhooks, signed as TikTok signs them."""
-    from postd_sandbox import signing
-
-    now = int(time.time())
-    out = []
-    for i in range(count):
-        body = signing.canonical_json(
-            {
-                "client_key": "bench",
-                "event": "post.publish.complete",
-                "create_time": now,
-                "user_openid": f"act.bench{i % accounts}",
-                "content": json.dumps({"publish_id": f"v_pub~{i}", "n": i}),
-            }
-        )
-        out.append((body, signing.tiktok_signature(SECRET, body, now)))
-    return out
+# ------------------------------------------------------------------ measuring
 
 
 async def drive(
-    url: str, payloads: list[tuple[bytes, str]], *, seconds: float, concurrency: int
-) -> tuple[Any, int]:
-    import aiohttp
-
-    from bench.baseline import summarize
-
+    port: int,
+    path: str,
+    *,
+    seconds: float,
+    connections: int,
+    rate: float,
+    processes: int,
+    start_at: float | None = None,
+) -> dict[str, Any]:
+    """Run the load in ``processes`` load-generator processes; merge their results."""
+    if start_at is None:
+        start_at = time.time() + 1.5  # every process is connected and waiting by then
+    per = max(1, connections // processes)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.webhooks",
+            "_load",
+            "--port",
+            str(port),
+            "--path",
+            path,
+            "--seconds",
+            str(seconds),
+            "--connections",
+            str(per),
+            "--rate",
+            str(rate / processes),
+            "--start-at",
+            str(start_at),
+            "--run",
+            uuid.uuid4().hex[:10],
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    outputs = await asyncio.gather(*(p.communicate() for p in procs))
     latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    index = 0
-    deadline = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal index
-            while time.perf_counter() < deadline and index < len(payloads):
-                body, signature = payloads[index]
-                index += 1
-                started = time.perf_counter()
-                async with session.post(
-                    url,
-                    data=body,
-                    headers={"Content-Type": "application/json", "TikTok-Signature": signature},
-                ) as response:
-                    await response.read()
-                    statuses[response.status] = statuses.get(response.status, 0) + 1
-                latencies.append(time.perf_counter() - started)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return summarize(latencies, elapsed), statuses.get(200, 0)
+    statuses: dict[str, int] = {}
+    elapsed = cpu = 0.0
+    for out, _ in outputs:
+        result = json.loads(out)
+        cpu += result["cpu"]
+        latencies += result["latencies"]
+        for status, n in result["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + n
+        elapsed = max(elapsed, result["elapsed"])
+    return {
+        "requests": len(latencies),
+        "per_second": len(latencies) / elapsed if elapsed else 0.0,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "max_ms": max(latencies) * 1000 if latencies else float("nan"),
+        "ok": statuses.get("200", 0),
+        "errors": sum(n for s, n in statuses.items() if s != "200"),
+        "elapsed": elapsed,
+        "load_cpu_seconds": cpu,
+    }
 
 
 async def _emitted(dsn: str) -> int:
@@ -239,144 +428,450 @@ async def _emitted(dsn: str) -> int:
         await conn.close()
 
 
-async def _measure(dsn: str, front_port: int, seconds: float, concurrency: int) -> dict[str, Any]:
-    payloads = signed_webhooks(int(seconds * 6000) + 1000)
-    base = f"http://127.0.0.1:{front_port}"
-    # Warm up both paths (connections, caches, the router's JIT-free first calls).
-    await drive(f"{base}/bare", payloads[:200], seconds=2, concurrency=concurrency)
-    await drive(
-        f"{base}/webhooks/tiktok", signed_webhooks(300, 5), seconds=3, concurrency=concurrency
+@dataclass
+class Setup:
+    pg: Any  # an asyncpg connection for counters
+    dsn: str
+    gateway_port: int
+    bare_port: int
+    layout: Layout
+    seconds: float
+    concurrency: int
+    rate: float
+    processes: int
+
+
+async def wal_sample(conn: Any) -> tuple[float, float, float]:
+    """(WAL fsyncs, their milliseconds, commits) so far: PostgreSQL's own counters."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal') AS f, "
+        "(SELECT coalesce(sum(fsync_time), 0) FROM pg_stat_io WHERE object = 'wal') AS t, "
+        "(SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS c"
     )
-    bare, _ = await drive(f"{base}/bare", payloads, seconds=seconds, concurrency=concurrency)
-    before = await _emitted(dsn)
-    started = time.perf_counter()
-    ingest, accepted = await drive(
-        f"{base}/webhooks/tiktok", payloads, seconds=seconds, concurrency=concurrency
+    return float(row["f"]), float(row["t"]), float(row["c"])
+
+
+async def measured(setup: Setup, port: int, path: str, *, rate: float) -> dict[str, Any]:
+    """One run; CPU and WAL counters are read over exactly the loaded window."""
+    layout = setup.layout
+    start_at = time.time() + 2.0  # the load processes are connected and waiting by then
+    running = asyncio.create_task(
+        drive(
+            port,
+            path,
+            seconds=setup.seconds,
+            connections=setup.concurrency if rate == 0 else max(setup.concurrency, 64),
+            rate=rate,
+            processes=setup.processes,
+            start_at=start_at,
+        )
     )
-    ingest_done = time.perf_counter()
-    # Polling another process's database: there is no event to wait on.
-    while await _emitted(dsn) - before < accepted and time.perf_counter() - ingest_done < 120:  # noqa: ASYNC110
-        await asyncio.sleep(0.1)
-    emitted = await _emitted(dsn) - before
-    drained = time.perf_counter()
-    return {
-        "bare": bare,
-        "ingest": ingest,
-        "accepted": accepted,
-        "emitted": emitted,
-        "emitted_per_second": emitted / (drained - started),
-        "drain_seconds": drained - ingest_done,
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    before, wal_before = layout.sample(), await wal_sample(setup.pg)
+    await asyncio.sleep(setup.seconds)
+    after, wal_after = layout.sample(), await wal_sample(setup.pg)
+    result = await running
+    # The load generators report their own CPU over the same window.
+    before[0]["load generator"] = 0.0
+    after[0]["load generator"] = result["load_cpu_seconds"]
+    result["cpu"] = cpu_report(before, after, result["requests"], setup.seconds)
+    fsyncs, fsync_ms, commits = (b - a for a, b in zip(wal_before, wal_after, strict=True))
+    result["wal"] = {
+        "fsyncs_per_second": fsyncs / setup.seconds,
+        "fsync_busy": fsync_ms / 1000 / setup.seconds,  # share of the time in WAL fsync
+        "fsync_ms": fsync_ms / fsyncs if fsyncs else 0.0,
+        "commits_per_second": commits / setup.seconds,
     }
+    return result
 
 
-def run(seconds: float, concurrency: int) -> dict[str, Any]:
-    from postd_common.devinfra import free_port
+async def one_round(setup: Setup) -> dict[str, Any]:
+    gateway, bare = setup.gateway_port, setup.bare_port
+    out: dict[str, Any] = {}
+    out["bare_closed"] = await measured(setup, bare, "/bare", rate=0)
+    before = await _emitted(setup.dsn)
+    started = time.perf_counter()
+    out["ingest_closed"] = await measured(setup, gateway, "/webhooks/tiktok", rate=0)
+    ingest_done = time.perf_counter()
+    accepted = out["ingest_closed"]["ok"]
+    while await _emitted(setup.dsn) - before < accepted:
+        if time.perf_counter() - ingest_done > 120:
+            break
+        await asyncio.sleep(0.1)
+    emitted = await _emitted(setup.dsn) - before
+    drained = time.perf_counter()
+    out["emitted"] = emitted
+    out["emitted_per_second"] = emitted / (drained - started)
+    out["drain_seconds"] = drained - ingest_done
+    if setup.rate:
+        out["bare_open"] = await measured(setup, bare, "/bare", rate=setup.rate)
+        before = await _emitted(setup.dsn)
+        out["ingest_open"] = await measured(setup, gateway, "/webhooks/tiktok", rate=setup.rate)
+        while await _emitted(setup.dsn) - before < out["ingest_open"]["ok"]:
+            if time.perf_counter() - ingest_done > 240:
+                break
+            await asyncio.sleep(0.1)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from postd_common.devinfra import EmbeddedBroker, EmbeddedPostgres, free_port
     from postd_common.identity import generate_keypair
 
+    load_average = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
         workdir = Path(tmp)
         identity_dir = workdir / "identity"
         for name in ("webhook-router", "gateway", "connectors"):
             generate_keypair(identity_dir, name)
-        with infrastructure(workdir) as (dsn, bootstrap):
-            router_port, metrics_port, front_port = free_port(), free_port(), free_port()
-
-            async def main() -> dict[str, Any]:
-                server, connectors_addr = await _fake_connectors(identity_dir)
-                env = {
-                    **{k: v for k, v in os.environ.items() if not k.startswith("POSTD_")},
+        layout = Layout()
+        pg = EmbeddedPostgres(workdir / "pg", free_port(), log_file=workdir / "pg.log")
+        broker = EmbeddedBroker(free_port(), log_file=workdir / "broker.log")
+        dsn = pg.start()
+        layout.postgres = pg.pid
+        try:
+            bootstrap = broker.start()
+            # The schema first, once, so the replicas do not race to migrate it.
+            migrate = subprocess.run(
+                [sys.executable, "-m", "postd_webhook_router", "migrate"],
+                env={
+                    **os.environ,
                     "DATABASE_URL": dsn,
                     "KAFKA_BOOTSTRAP": bootstrap,
                     "POSTD_ENV": "development",
+                },
+                cwd=ROOT,
+                capture_output=True,
+                check=False,
+            )
+            if migrate.returncode != 0:
+                raise RuntimeError(migrate.stderr.decode()[-2000:])
+
+            async def main() -> dict[str, Any]:
+                server, connectors_addr = await _fake_connectors(identity_dir)
+                base = {
+                    **{k: v for k, v in os.environ.items() if not k.startswith("POSTD_")},
+                    "DATABASE_URL": dsn,
+                    "KAFKA_BOOTSTRAP": bootstrap,
                     "POSTD_LOG_LEVEL": "warning",
-                    "POSTD_GRPC_LISTEN": f"127.0.0.1:{router_port}",
-                    "POSTD_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
-                    "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "webhook-router.key"),
                     "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
+                }
+                router = {
+                    **base,
+                    "POSTD_ENV": "development",
+                    "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "webhook-router.key"),
                     "POSTD_CONNECTORS_ADDR": connectors_addr,
                     "POSTD_TIKTOK_CLIENT_SECRET": SECRET,
                 }
-                try:
-                    with process(
-                        ["-m", "postd_webhook_router"], env, workdir / "router.log"
-                    ) as router:
-                        await _wait_port(router_port, router, "the webhook router")
-                        front_args = [
-                            "-m",
-                            "bench.webhooks",
-                            "--serve-front",
-                            str(front_port),
-                            f"127.0.0.1:{router_port}",
-                            str(identity_dir),
-                        ]
-                        with process(front_args, env, workdir / "front.log") as front:
-                            await _wait_port(front_port, front, "the front")
-                            return await _measure(dsn, front_port, seconds, concurrency)
-                finally:
-                    await server.stop(1)
+                with contextlib.ExitStack() as stack:
+                    ports = []
+                    for i in range(1 if args.single else args.routers):
+                        port = free_port()
+                        env = {
+                            **router,
+                            "POSTD_GRPC_LISTEN": f"127.0.0.1:{port}",
+                            "POSTD_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+                            "POSTD_WEBHOOKS_WORKERS": "inline" if args.single else "separate",
+                        }
+                        proc = stack.enter_context(
+                            process(
+                                ["-m", "postd_webhook_router"],
+                                env,
+                                workdir / f"router-{i}.log",
+                                layout,
+                                "router (all)" if args.single else "router API",
+                            )
+                        )
+                        await _wait_port(port, proc, "a webhook router")
+                        ports.append(port)
+                    if not args.single:
+                        stack.enter_context(
+                            process(
+                                ["-m", "postd_webhook_router", "worker"],
+                                {**router, "POSTD_METRICS_LISTEN": f"127.0.0.1:{free_port()}"},
+                                workdir / "worker.log",
+                                layout,
+                                "router worker",
+                            )
+                        )
+                    gateway_port, bare_port = free_port(), free_port()
+                    targets = ",".join(f"127.0.0.1:{p}" for p in ports)
+                    gateway_env = {
+                        **base,
+                        "POSTD_ENV": "test",
+                        "POSTD_GATEWAY_PORT": str(gateway_port),
+                        "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "gateway.key"),
+                        "POSTD_WEBHOOK_ROUTER_ADDR": f"ipv4:{targets}",
+                        # Nothing else is called on this route.
+                        **{
+                            f"POSTD_{name}_ADDR": "127.0.0.1:9"
+                            for name in ("CONNECTORS", "PUBLISHER", "HEALTH", "VAULT")
+                        },
+                    }
+                    gateway = stack.enter_context(
+                        process(
+                            ["-m", "postd_gateway"],
+                            gateway_env,
+                            workdir / "gateway.log",
+                            layout,
+                            "gateway",
+                        )
+                    )
+                    bare = stack.enter_context(
+                        process(
+                            ["-m", "bench.webhooks", "_bare", "--port", str(bare_port)],
+                            base,
+                            workdir / "bare.log",
+                            layout,
+                            "bare aiohttp",
+                        )
+                    )
+                    await _wait_port(gateway_port, gateway, "the gateway")
+                    await _wait_port(bare_port, bare, "the bare handler")
+                    layout.parts["broker"] = [broker.pid] if broker.pid else []
+                    layout.parts["bench (fake connectors)"] = [os.getpid()]
+                    import asyncpg
+
+                    pg_conn = await asyncpg.connect(dsn)
+                    # WAL fsync time in pg_stat_io (costs two clock reads per fsync).
+                    await pg_conn.execute("ALTER SYSTEM SET track_wal_io_timing = on")
+                    await pg_conn.execute("SELECT pg_reload_conf()")
+                    setup = Setup(
+                        pg_conn,
+                        dsn,
+                        gateway_port,
+                        bare_port,
+                        layout,
+                        args.seconds,
+                        args.concurrency,
+                        args.rate,
+                        args.load_processes,
+                    )
+                    # Warm both paths (connections, caches, the replicas' channels).
+                    for port, path in ((bare_port, "/bare"), (gateway_port, "/webhooks/tiktok")):
+                        await drive(port, path, seconds=2.0, connections=16, rate=0, processes=1)
+                    rounds = [await one_round(setup) for _ in range(args.repeat)]
+                    await pg_conn.close()
+                    stack.close()
+                await server.stop(1)
+                return {"rounds": rounds}
 
             result = asyncio.run(main())
             if os.environ.get("BENCH_KEEP_LOGS"):
-                for name in ("router.log", "front.log"):
-                    print((workdir / name).read_text()[-3000:], file=sys.stderr)
-    ingest, bare = result["ingest"], result["bare"]
+                for log in sorted(workdir.glob("*.log")):
+                    if log.name not in ("pg.log", "broker.log"):
+                        print(f"--- {log.name}", log.read_text()[-2000:], file=sys.stderr)
+        finally:
+            broker.stop()
+            pg.stop()
+    layout_text = (
+        "one router process (API, processing and relay on one event loop)"
+        if args.single
+        else f"{args.routers} router API replicas (verify + group-committed store) behind "
+        "the gateway's round-robin channel, 1 router worker (process + relay)"
+    )
     return {
-        "concurrency": concurrency,
-        "seconds": seconds,
-        "bare_per_second": bare.per_second,
-        "bare_p50_ms": bare.p50_ms,
-        "bare_p99_ms": bare.p99_ms,
-        "ingest_per_second": ingest.per_second,
-        "ingest_p50_ms": ingest.p50_ms,
-        "ingest_p99_ms": ingest.p99_ms,
-        "accepted": result["accepted"],
-        "emitted": result["emitted"],
-        "emitted_per_second": result["emitted_per_second"],
-        "drain_seconds": result["drain_seconds"],
-        "ratio": bare.per_second / ingest.per_second if ingest.per_second else float("inf"),
-        "meets_floor": ingest.per_second >= FLOOR_PER_SECOND and ingest.p99_ms < P99_CEILING_MS,
+        **result,
+        "layout": layout_text,
+        "load_average": load_average,
+        "cpus": os.cpu_count(),
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "load_processes": args.load_processes,
     }
 
 
-def table(r: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            "## Webhook ingest (signed TikTok webhooks through an aiohttp front → gRPC → "
-            "verified, stored, emitted)",
-            "",
-            f"{os.cpu_count()} cores, concurrency {r['concurrency']}, {r['seconds']:g} s per "
-            "path; front, router, PostgreSQL, broker and this load generator share the machine.",
-            "",
-            "| path | requests/s | p50 | p99 |",
-            "|---|---|---|---|",
-            f"| bare aiohttp handler (raw limit) | {r['bare_per_second']:,.0f} | "
-            f"{r['bare_p50_ms']:.2f} ms | {r['bare_p99_ms']:.2f} ms |",
-            f"| webhook ingest (verified + stored, answered) | {r['ingest_per_second']:,.0f} | "
-            f"{r['ingest_p50_ms']:.2f} ms | {r['ingest_p99_ms']:.2f} ms |",
-            f"| emitted to webhook.events (end to end) | {r['emitted_per_second']:,.0f} | — | — |",
-            "",
-            f"ratio bare/ingest: **{r['ratio']:.1f}x**; accepted {r['accepted']:,}, emitted "
-            f"{r['emitted']:,} (outbox drained {r['drain_seconds']:.1f} s after the load "
-            f"stopped). Floor {FLOOR_PER_SECOND:,}/s with p99 < {P99_CEILING_MS:g} ms: "
-            f"{'met' if r['meets_floor'] else 'NOT met'}.",
-            "",
-        ]
+# ------------------------------------------------------------------ report
+
+
+def _span(values: list[float], fmt: str) -> str:
+    low, high = min(values), max(values)
+    if len(values) == 1 or fmt.format(low) == fmt.format(high):
+        return fmt.format(low)
+    return f"{fmt.format(low)} to {fmt.format(high)}"
+
+
+def _cpu_line(cpu: dict[str, Any]) -> str:
+    parts = sorted(cpu["us_per_request"].items(), key=lambda kv: -kv[1])
+    per = ", ".join(f"{name} {us:,}" for name, us in parts if us)
+    return (
+        f"{per}; machine busy {cpu['machine_busy_cores']:.2f} of 2 cores, of which "
+        f"{max(0.0, cpu['others_cores']):.2f} by other work on the machine"
     )
 
 
+SYSTEM_PARTS = ("gateway", "router API", "router worker", "router (all)", "postgresql", "broker")
+
+
+def bottleneck(run: dict[str, Any], cores: int) -> str:
+    """One sentence naming what limited one ingest run, from its CPU and WAL figures."""
+    cpu, wal = run["cpu"], run["wal"]
+    system_us = sum(v for k, v in cpu["us_per_request"].items() if k in SYSTEM_PARTS)
+    ceiling = cores * 1e6 / system_us if system_us else float("inf")
+    heaviest = max(
+        (k for k in cpu["us_per_request"] if k in SYSTEM_PARTS),
+        key=lambda k: cpu["us_per_request"][k],
+    )
+    cost = (
+        f"the stack needs {system_us:,.0f} µs of CPU per webhook ({heaviest} the most), so "
+        f"{cores} idle cores could ingest at most ~{ceiling:,.0f}/s"
+    )
+    if cpu["machine_busy_cores"] >= 0.9 * cores:
+        return (
+            f"CPU: the {cores} cores were saturated ({max(0.0, cpu['others_cores']):.2f} "
+            f"cores by other work on the machine); {cost}."
+        )
+    if wal["fsync_busy"] >= 0.5:
+        return (
+            f"durable commits: PostgreSQL's WAL was in fsync {wal['fsync_busy']:.0%} of the "
+            f"time ({wal['fsyncs_per_second']:,.0f} fsyncs/s, {wal['fsync_ms']:.1f} ms "
+            f"each), and every answer waits for one; {cost}."
+        )
+    return f"latency of the path at this concurrency, not one saturated resource; {cost}."
+
+
+def _wal_line(wal: dict[str, Any]) -> str:
+    return (
+        f"{wal['commits_per_second']:,.0f} commits/s, {wal['fsyncs_per_second']:,.0f} WAL "
+        f"fsyncs/s of {wal['fsync_ms']:.1f} ms each (WAL in fsync {wal['fsync_busy']:.0%} "
+        "of the time)"
+    )
+
+
+def table(r: dict[str, Any]) -> str:
+    rounds = r["rounds"]
+
+    def col(key: str, metric: str) -> list[float]:
+        return [float(x[key][metric]) for x in rounds]
+
+    bare_rate, ingest_rate = col("bare_closed", "per_second"), col("ingest_closed", "per_second")
+    ratios = [b / i if i else float("inf") for b, i in zip(bare_rate, ingest_rate, strict=True)]
+    lines = [
+        "## Webhook ingest through the gateway (signed TikTok webhooks: verified, "
+        "durably stored, emitted)",
+        "",
+        f"{r['cpus']} cores shared by everything (load average {r['load_average']:.1f} at "
+        f"start). Layout: gateway (1 process) → {r['layout']}; PostgreSQL durable (fsync on); "
+        f"{r['load_processes']} load-generator processes. {len(rounds)} rounds; figures are "
+        "the range over rounds.",
+        "",
+        f"Closed loop, {r['concurrency']} connections, {r['seconds']:g} s per side per round:",
+        "",
+        "| path | requests/s | p50 | p99 | errors |",
+        "|---|---:|---:|---:|---:|",
+        f"| bare aiohttp handler (same load generator) | {_span(bare_rate, '{:,.0f}')} | "
+        f"{_span(col('bare_closed', 'p50_ms'), '{:.1f}')} ms | "
+        f"{_span(col('bare_closed', 'p99_ms'), '{:.1f}')} ms | "
+        f"{sum(int(x['bare_closed']['errors']) for x in rounds)} |",
+        f"| webhook ingest through the gateway (answered after commit) | "
+        f"{_span(ingest_rate, '{:,.0f}')} | {_span(col('ingest_closed', 'p50_ms'), '{:.1f}')} ms"
+        f" | {_span(col('ingest_closed', 'p99_ms'), '{:.1f}')} ms | "
+        f"{sum(int(x['ingest_closed']['errors']) for x in rounds)} |",
+        f"| emitted to webhook.events (end to end) | "
+        f"{_span([float(x['emitted_per_second']) for x in rounds], '{:,.0f}')} | — | — | — |",
+        "",
+        f"Ratio bare/ingest: **{_span(ratios, '{:.1f}')}x**. Outbox drained "
+        f"{_span([float(x['drain_seconds']) for x in rounds], '{:.1f}')} s after the load "
+        "stopped; every accepted event was emitted: "
+        f"{all(x['emitted'] >= x['ingest_closed']['ok'] for x in rounds)}.",
+        "",
+        "CPU µs per ingest request, by part (last round): "
+        + _cpu_line(rounds[-1]["ingest_closed"]["cpu"]),
+        "",
+        "CPU µs per bare request (last round): " + _cpu_line(rounds[-1]["bare_closed"]["cpu"]),
+        "",
+        "PostgreSQL during ingest (last round): " + _wal_line(rounds[-1]["ingest_closed"]["wal"]),
+        "",
+        "**Bottleneck** (closed loop, last round): "
+        + bottleneck(rounds[-1]["ingest_closed"], r["cpus"]),
+    ]
+    if r["rate"]:
+        meets = [
+            x["ingest_open"]["p99_ms"] < P99_CEILING_MS
+            and x["ingest_open"]["errors"] == 0
+            and x["ingest_open"]["per_second"] >= 0.97 * r["rate"]
+            for x in rounds
+        ]
+        lines += [
+            "",
+            f"Open loop at {r['rate']:,.0f} requests/s offered (latency from the scheduled "
+            "send time):",
+            "",
+            "| path | achieved/s | p50 | p99 | max | errors |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for key, label in (
+            ("bare_open", "bare aiohttp handler"),
+            ("ingest_open", "webhook ingest"),
+        ):
+            lines.append(
+                f"| {label} | {_span(col(key, 'per_second'), '{:,.0f}')} | "
+                f"{_span(col(key, 'p50_ms'), '{:.1f}')} ms | "
+                f"{_span(col(key, 'p99_ms'), '{:.1f}')} ms | "
+                f"{_span(col(key, 'max_ms'), '{:.0f}')} ms | "
+                f"{sum(int(x[key]['errors']) for x in rounds)} |"
+            )
+        lines += [
+            "",
+            "CPU µs per ingest request at this rate (last round): "
+            + _cpu_line(rounds[-1]["ingest_open"]["cpu"]),
+            "",
+            "PostgreSQL at this rate (last round): " + _wal_line(rounds[-1]["ingest_open"]["wal"]),
+            "",
+            "**Bottleneck** (open loop, last round): "
+            + bottleneck(rounds[-1]["ingest_open"], r["cpus"]),
+            "",
+            f"Floor {FLOOR_PER_SECOND:,}/s with p99 < {P99_CEILING_MS:g} ms (open loop at "
+            f"{r['rate']:,.0f}/s): **{'met' if all(meets) else 'NOT met'}** in "
+            f"{sum(meets)} of {len(meets)} rounds.",
+        ]
+    return "\n".join([*lines, ""])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--serve-front", nargs=3, metavar=("PORT", "ROUTER", "IDENTITY_DIR"))
-    args = parser.parse_args(argv)
-    if args.serve_front:
-        port, router, identity_dir = args.serve_front
-        serve_front(int(port), router, identity_dir)
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list and args_list[0] == "_load":
+        parser = argparse.ArgumentParser()
+        for name in ("--port", "--connections"):
+            parser.add_argument(name, type=int, required=True)
+        for name in ("--seconds", "--rate", "--start-at"):
+            parser.add_argument(name, type=float, required=True)
+        parser.add_argument("--path", required=True)
+        parser.add_argument("--run", required=True)
+        result = asyncio.run(load(parser.parse_args(args_list[1:])))
+        print(json.dumps(result))
         return {}
-    result = run(args.seconds, args.concurrency)
+    if args_list and args_list[0] == "_bare":
+        serve_bare(int(args_list[2]))
+        return {}
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=2000.0, help="open loop; 0 skips it")
+    parser.add_argument("--routers", type=int, default=2, help="router API replicas")
+    parser.add_argument("--single", action="store_true", help="one router process for all")
+    parser.add_argument("--load-processes", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2, help="rounds (bare then ingest)")
+    args = parser.parse_args(args_list)
+    result = run(args)
     print(table(result))
+    print(f"<!-- {json.dumps(_summary(result))} -->")
     return result
+
+
+def _summary(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rounds": [
+            {
+                k: {m: v[m] for m in ("per_second", "p50_ms", "p99_ms", "errors")}
+                for k, v in x.items()
+                if isinstance(v, dict) and "per_second" in v
+            }
+            for x in r["rounds"]
+        ],
+        "layout": r["layout"],
+    }
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def load_settings(environ: Mapping[str, str], *, worker: bool = False) -> Settin
         # Group commit: deliveries arriving while a commit is in flight share the next
         # one (1 = a transaction per delivery). Each is answered after its commit.
         commit_batch_rows=env.integer("POSTD_WEBHOOKS_COMMIT_BATCH_ROWS", 200, minimum=1),
-        commit_concurrency=env.integer("POSTD_WEBHOOKS_COMMIT_CONCURRENCY", 2, minimum=1),
+        commit_concurrency=env.integer("POSTD_WEBHOOKS_COMMIT_CONCURRENCY", 1, minimum=1),
     )
     processing = ProcessingSettings(
         batch_size=env.integer("POSTD_WEBHOOKS_PROCESS_BATCH", 200, minimum=1),

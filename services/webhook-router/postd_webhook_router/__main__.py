@@ -10,6 +10,7 @@ started with ``POSTD_WEBHOOKS_WORKERS=separate``; ``migrate`` applies the migrat
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
         if command == "migrate":
             await migrate_only(settings.common, SPEC)
             return
+        # Everything imported so far lives as long as the process: keep it out of the
+        # cyclic collector, whose full passes would otherwise walk it mid-request.
+        gc.collect()
+        gc.freeze()
         await run_service(settings.common, SPEC, lambda rt: build(rt, settings), stop)
 
     run(SPEC.name, go)

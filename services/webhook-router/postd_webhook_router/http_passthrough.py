@@ -15,7 +15,6 @@ platform retries later.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 import grpc
 from aiohttp import web
@@ -48,7 +47,7 @@ def build_ingest_request(
     request: web.Request, body: bytes, truncated: bool
 ) -> pb.IngestWebhookRequest:
     received = timestamp_pb2.Timestamp()
-    received.FromDatetime(datetime.now(UTC))
+    received.GetCurrentTime()
     return pb.IngestWebhookRequest(
         http_method=request.method,
         platform=request.match_info.get("platform", ""),

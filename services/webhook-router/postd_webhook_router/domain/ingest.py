@@ -6,6 +6,7 @@ on the connectors service or Kafka; only on one PostgreSQL transaction.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -41,6 +42,12 @@ SOURCE_FAMILY: Mapping[str, str] = {
     "custom": "custom",
     "standard_webhooks": "custom",
 }
+
+
+@functools.cache
+def _kept_headers(audit_headers: tuple[str, ...]) -> frozenset[str]:
+    """The lower-case names of the headers stored with a delivery (one set per verifier)."""
+    return frozenset(h.lower() for h in (*COMMON_HEADERS, *audit_headers))
 
 
 def key_hash(path_key: str) -> bytes:
@@ -141,7 +148,7 @@ class IngestService:
         now: datetime | None = None,
         size: int | None = None,
     ) -> IngestResult:
-        wanted = {h.lower() for h in (*COMMON_HEADERS, *audit_headers)}
+        wanted = _kept_headers(audit_headers)
         headers = [(k, v) for k, v in request.headers if k.lower() in wanted]
         body_sha256 = request.body_sha256
         accepted = isinstance(outcome, Verified)

@@ -26,10 +26,10 @@ function seriesTimes(series) {
   return (longest.points || []).map((p) => new Date(p.time).getTime());
 }
 
-function frame(width, height, maxValue, times, format) {
+function frame(width, height, maxValue, times, format, integer) {
   const plotW = Math.max(width - PAD.left - PAD.right, 10);
   const plotH = Math.max(height - PAD.top - PAD.bottom, 10);
-  const step = niceStep(maxValue || 1, 4);
+  const step = integer ? Math.max(1, Math.ceil(niceStep(maxValue || 1, 4))) : niceStep(maxValue || 1, 4);
   const top = Math.max(step * Math.ceil((maxValue || 1) / step), step);
   const t0 = times[0] ?? 0;
   const t1 = times[times.length - 1] ?? 1;
@@ -94,16 +94,17 @@ function responsive(box, draw) {
 
 /**
  * A line chart. series: [{name, points: [{time, value}], current?, colour?}].
- * options: title, format (value -> text), height, area (fill under the first line).
+ * options: title, format (value -> text), height, area (fill under the first line),
+ * integer (counts: ticks on whole numbers).
  */
-export function lineChart({ title, series, format = (v) => num(v, 1), height = 190, area = false }) {
+export function lineChart({ title, series, format = (v) => num(v, 1), height = 170, area = false, integer = false }) {
   const times = seriesTimes(series);
   const label = summary(title, series, format);
   const box = h("div", { class: "chart-box" });
   const draw = (width) => {
     if (times.length < 2) return h("p", { class: "empty" }, "No data in this timeframe yet.");
     const max = Math.max(0, ...series.flatMap((ser) => (ser.points || []).map((p) => p.value || 0)));
-    const f = frame(width, height, max, times, format);
+    const f = frame(width, height, max, times, format, integer);
     const svg = s("svg", { class: "chart", role: "img", "aria-label": label, viewBox: `0 0 ${width} ${height}`, width, height },
       f.grid, f.axis, f.labels);
     series.forEach((ser, i) => {
@@ -126,14 +127,14 @@ export function lineChart({ title, series, format = (v) => num(v, 1), height = 1
 }
 
 /** A stacked bar chart over time, same series shape as lineChart. */
-export function stackedBars({ title, series, format = (v) => num(v), height = 190 }) {
+export function stackedBars({ title, series, format = (v) => num(v), height = 170 }) {
   const times = seriesTimes(series);
   const label = summary(title, series, format);
   const box = h("div", { class: "chart-box" });
   const draw = (width) => {
     if (times.length < 2) return h("p", { class: "empty" }, "No data in this timeframe yet.");
     const totals = times.map((_, i) => series.reduce((sum, ser) => sum + ((ser.points[i] || {}).value || 0), 0));
-    const f = frame(width, height, Math.max(0, ...totals), times, format);
+    const f = frame(width, height, Math.max(0, ...totals), times, format, true);
     const svg = s("svg", { class: "chart", role: "img", "aria-label": label, viewBox: `0 0 ${width} ${height}`, width, height },
       f.grid, f.axis, f.labels);
     const slot = f.plotW / times.length;

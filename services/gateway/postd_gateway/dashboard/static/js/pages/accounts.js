@@ -148,7 +148,9 @@ export async function render(main, ctx) {
     }
 
     const body = h("div", { class: "conn-body" });
-    if (c.status !== "healthy" && c.status_reason) body.append(h("p", { class: "small" }, c.status_reason));
+    const sameWords = c.last_error && c.last_error.message && c.status_reason &&
+      c.status_reason.slice(0, 40) === c.last_error.message.slice(0, 40);
+    if (c.status !== "healthy" && c.status_reason && !sameWords) body.append(h("p", { class: "small" }, c.status_reason));
     if (c.last_error && c.last_error.message) {
       const e = c.last_error;
       body.append(h("div", { class: "conn-error" },

@@ -110,9 +110,12 @@ export async function render(main, ctx) {
     const q = search.value.trim().toLowerCase();
     for (const li of targetList.children) li.hidden = Boolean(q) && !li.dataset.name.includes(q);
   });
-  targetHint.textContent = truncated
-    ? `Showing the first ${num(connections.length)} accounts; filter to find others.`
-    : "Accounts that need reconnecting cannot be picked until they are reconnected.";
+  const blocked = connections.some((c) => c.status !== "healthy" && c.status !== "expiring_soon");
+  targetHint.textContent = [
+    truncated ? `Showing the first ${num(connections.length)} accounts; filter to find others.` : "",
+    blocked ? "Accounts that need reconnecting can be picked once they are reconnected." : "",
+  ].join(" ").trim();
+  targetHint.hidden = !targetHint.textContent;
 
   // ---------------------------------------------------------------- content
   const text = h("textarea", { id: "post-text", name: "text", rows: 8, "aria-describedby": "counter-summary" });
@@ -219,9 +222,10 @@ export async function render(main, ctx) {
           laterFields, scheduleHint),
         h("label", { class: "check", for: "needs-approval" }, approval, "Needs an approval before it goes out"),
       ),
+    ),
+    h("section", { class: "review", "aria-labelledby": "preview-h" },
+      h("div", { class: "submit-bar" }, submit, checkState),
       problems,
-      h("div", { class: "submit-bar" }, submit, checkState)),
-    h("section", { "aria-labelledby": "preview-h" },
       h("h2", { id: "preview-h" }, "Preview"),
       previews));
   main.append(form);
@@ -329,9 +333,9 @@ export async function render(main, ctx) {
       const ratio = k.limit ? Math.min(k.length / k.limit, 1) : 0;
       const meter = h("span", { class: ["meter", k.over ? "over" : ""], "aria-hidden": "true" }, h("span"));
       meter.firstChild.style.width = `${(ratio * 100).toFixed(1)}%`;
-      counters.append(h("li", { "data-connection-id": k.target.id, class: k.over ? "over" : "" },
+      counters.append(h("li", { "data-connection-id": k.target.id, class: k.over ? "over" : "", title: FORMAT_WORDS[k.chosen.name] || k.chosen.name },
         platformIcon(k.target.platform, { small: true }),
-        h("span", null, `${k.cap.display_name} · ${k.target.account_name}`, h("span", { class: "muted" }, ` (${FORMAT_WORDS[k.chosen.name] || k.chosen.name})`)),
+        h("span", { class: "who" }, k.target.account_name, h("span", { class: "visually-hidden" }, ` on ${k.cap.display_name}`)),
         meter,
         h("span", { class: ["n", k.over ? "over" : ""] },
           k.limit ? `${num(k.length)} / ${num(k.limit)}` : `${num(k.length)}`,
@@ -409,11 +413,20 @@ export async function render(main, ctx) {
   }
 
   function preview(k, c) {
-    const body = h("div", { class: "body" });
+    // Scrolls when long, so it takes the focus: keyboard users can scroll it too.
+    const body = h("div", { class: "body", tabindex: "0", role: "region", "aria-label": `Text on ${k.cap.display_name}` });
     const chars = [...c.text];
+    const HEAD = 280;
     if (k.over) {
-      body.append(chars.slice(0, k.limit).join(""),
-        h("span", { class: "cut" }, h("span", { class: "visually-hidden" }, " Cut off here, over the limit: "), chars.slice(k.limit).join("")));
+      // The start, then the text around the limit, with what is over it struck out.
+      const resume = Math.max(k.limit - 80, HEAD);
+      body.append(chars.slice(0, Math.min(HEAD, k.limit)).join(""),
+        resume > HEAD ? h("span", { class: "muted" }, ` … (${num(resume - HEAD)} characters) … `) : chars.slice(HEAD, resume).join(""),
+        chars.slice(resume, k.limit).join(""),
+        h("span", { class: "cut" }, h("span", { class: "visually-hidden" }, " Over the limit from here: "),
+          chars.slice(k.limit, k.limit + 160).join(""), k.over > 160 ? ` … (${num(k.over - 160)} more)` : ""));
+    } else if (chars.length > HEAD * 2) {
+      body.append(chars.slice(0, HEAD).join(""), h("span", { class: "muted" }, ` … (${num(chars.length - HEAD)} more characters)`));
     } else {
       body.append(c.text || h("span", { class: "muted" }, "No text."));
     }

@@ -17,7 +17,17 @@ function stat(label, value, { tone = "", hint = "" } = {}) {
     hint ? h("div", { class: "label" }, hint) : null);
 }
 
-const ms = (v) => `${num(v)} ms`;
+/** A gauge's series ending at "now" with its current value (the last bucket may be older). */
+function untilNow(series, generatedAt) {
+  const points = [...(series.points || [])];
+  const last = points[points.length - 1];
+  if (series.current !== undefined && (!last || new Date(last.time) < new Date(generatedAt))) {
+    points.push({ time: generatedAt, value: series.current });
+  }
+  return { ...series, points };
+}
+
+const ms = (v) => (v >= 10000 ? `${num(v / 1000, 1)} s` : `${num(v)} ms`);
 const pct = (v) => `${num(v, 1)} %`;
 
 export async function render(main, ctx) {
@@ -54,8 +64,8 @@ export async function render(main, ctx) {
   }
 
   function paint(d, people, alerts) {
-    const t = d.token_health;
-    const q = d.queue_health;
+    const t = Object.fromEntries(Object.entries(d.token_health).map(([k, v]) => [k, untilNow(v, d.generated_at)]));
+    const q = Object.fromEntries(Object.entries(d.queue_health).map(([k, v]) => [k, untilNow(v, d.generated_at)]));
     const tokens = h("section", { class: "card", "aria-labelledby": "tokens-h" },
       h("h2", { id: "tokens-h" }, "Tokens and connections"),
       h("div", { class: "stats" },
@@ -65,11 +75,12 @@ export async function render(main, ctx) {
         stat("Expire within 24 hours", num(t.expiring_within_24h.current), { tone: t.expiring_within_24h.current ? "bad" : "" }),
         stat("Require action", num(t.attention.current), { tone: t.attention.current ? "bad" : "" }),
         stat("Revoked", num(t.revoked.current), { tone: t.revoked.current ? "bad" : "" }),
-        stat("Failed refreshes (24 h)", num(t.failed_refreshes_24h.current), { tone: t.failed_refreshes_24h.current ? "warn" : "" })),
+        stat("Failed refreshes, 24 h", num(t.failed_refreshes_24h.current), { tone: t.failed_refreshes_24h.current ? "warn" : "" })),
       h("div", { class: "grid-2" },
         h("div", null, h("h3", null, "Over time"), lineChart({
           title: "Connections by status",
           format: (v) => num(v),
+          integer: true,
           series: [
             { name: "Healthy", colour: 3, ...t.healthy },
             { name: "Expire within 7 days", colour: 2, ...t.expiring_within_7d },
@@ -109,31 +120,38 @@ export async function render(main, ctx) {
     const total = dist.find((x) => !x.platform) || dist[0];
     const kinds = [["unauthorized", "Unauthorised"], ["rate_limited", "Rate limited"], ["server_errors", "Server errors"], ["timeouts", "Timeouts"], ["other_client_errors", "Other client errors"]];
     const perPlatform = dist.filter((x) => x.platform);
+    // Kinds down the side and platforms across: a few columns, however many kinds.
     const errors = h("section", { class: "card", "aria-labelledby": "errors-h" },
       h("h2", { id: "errors-h" }, "Error distribution"),
-      total ? stackedBars({
-        title: "Errors over time by kind",
-        series: kinds.map(([key, name], i) => ({ name, colour: [1, 2, 6, 4, 5][i], ...total[key] })),
-      }) : h("p", { class: "empty" }, "No errors recorded."),
-      perPlatform.length ? h("div", { class: "table-wrap" }, h("table", { class: "data" },
-        h("caption", { class: "visually-hidden" }, "Errors per platform in the timeframe"),
-        h("thead", null, h("tr", null, h("th", { scope: "col" }, "Platform"), kinds.map(([, name]) => h("th", { scope: "col", class: "num" }, name)))),
-        h("tbody", null, perPlatform.map((x) => h("tr", null,
-          h("th", { scope: "row" }, platformName(x.platform, caps)),
-          kinds.map(([key]) => h("td", { class: "num" }, num(x[key].current)))))))) : null);
+      h("div", { class: "grid-2" },
+        h("div", null, total ? stackedBars({
+          title: "Errors over time by kind",
+          series: kinds.map(([key, name], i) => ({ name, colour: [1, 2, 6, 4, 5][i], ...total[key] })),
+        }) : h("p", { class: "empty" }, "No errors recorded.")),
+        h("div", { class: "table-wrap" }, h("table", { class: "data" },
+          h("caption", { class: "visually-hidden" }, "Errors per platform in the timeframe"),
+          h("thead", null, h("tr", null, h("th", { scope: "col" }, "Kind"),
+            total ? h("th", { scope: "col", class: "num" }, "All platforms") : null,
+            perPlatform.map((x) => h("th", { scope: "col", class: "num" }, platformName(x.platform, caps))))),
+          h("tbody", null, kinds.map(([key, name]) => h("tr", null,
+            h("th", { scope: "row" }, name),
+            total ? h("td", { class: "num" }, num(total[key].current)) : null,
+            perPlatform.map((x) => h("td", { class: "num" }, num(x[key].current))))))))));
 
     const queue = h("section", { class: "card", "aria-labelledby": "queue-h" },
       h("h2", { id: "queue-h" }, "Queue health"),
       h("div", { class: "stats" },
         stat("Waiting", num(q.pending.current)),
-        stat("Published (24 h)", num(q.published_24h.current)),
-        stat("Failed (24 h)", num(q.failed_24h.current), { tone: q.failed_24h.current ? "bad" : "" }),
+        stat("Published, 24 h", num(q.published_24h.current)),
+        stat("Failed, 24 h", num(q.failed_24h.current), { tone: q.failed_24h.current ? "bad" : "" }),
         h("a", { class: ["stat", q.dlq_size.current ? "bad" : ""], href: ctx.href("/dlq"), "data-nav": "" },
           h("div", { class: "value" }, num(q.dlq_size.current)), h("div", { class: "label" }, "Dead letters")),
-        stat("Dispatch lag (p99)", ms(q.dispatch_lag_p99_ms.current))),
+        stat("Dispatch lag, p99", ms(q.dispatch_lag_p99_ms.current))),
+      h("h3", null, "Over time"),
       lineChart({
         title: "Queue over time",
         format: (v) => num(v),
+        integer: true,
         series: [
           { name: "Waiting", colour: 0, ...q.pending },
           { name: "Dead letters", colour: 1, ...q.dlq_size },
@@ -147,7 +165,7 @@ export async function render(main, ctx) {
         h("strong", null, a.title), " ", h("span", { class: "muted small" }, "since ", timeEl(a.started_at)),
         h("p", { class: "small" }, a.message)))) : h("p", { class: "muted" }, "No open alerts."));
 
-    clear(body).append(tokens, performance, h("div", { class: "grid-2" }, errors, queue), alertBox);
+    clear(body).append(tokens, performance, errors, queue, alertBox);
   }
 
   function needsPerson(result) {

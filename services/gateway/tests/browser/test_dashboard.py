@@ -1,0 +1,202 @@
+"""The dashboard in real headless Chromium against the whole stack (`make up` on free
+ports): sign in with the dev key, connect Meta and LinkedIn on the sandbox's consent
+pages, create a post to two platforms (blocked while it is over LinkedIn's limit,
+then published), see a revoked connection's badge after Refresh now and reconnect it.
+Every page passes axe-core and the layout check; screenshots of the three main pages
+are saved at 1280x800 in test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+
+from .checks import Console, axe_violations, layout_problems
+from .conftest import Stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(600)]
+
+VIEWPORT = {"width": 1280, "height": 800}
+# The Meta user the sandbox's consent page signs in as by default.
+META_USER = "10000000000001"
+
+
+async def check_page(page: Any, what: str) -> None:
+    """axe-core and the layout check, at the top of the page."""
+    await page.evaluate("() => window.scrollTo(0, 0)")
+    violations = await axe_violations(page)
+    assert not violations, f"accessibility violations on {what}:\n" + "\n".join(violations)
+    problems = await layout_problems(page)
+    assert not problems, f"layout problems on {what}:\n" + "\n".join(problems)
+
+
+async def sign_in(page: Any, stack: Stack) -> None:
+    await page.goto(stack.gateway + "/")
+    await page.wait_for_url(re.compile(r"/sign-in"))
+    await page.get_by_label("API key").fill(stack.api_key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("heading", name="Linked accounts", level=1).wait_for()
+
+
+async def approve_consent(page: Any, stack: Stack, platform: str) -> None:
+    """On the sandbox's own consent page (a real HTML form), approve."""
+    await page.wait_for_url(re.compile(re.escape(stack.sandbox)))
+    await page.get_by_role("heading", name=re.compile(rf"{platform} \(sandbox\)")).wait_for()
+    await page.get_by_role("button", name="Approve").click()
+    await page.wait_for_url(re.compile(re.escape(stack.gateway) + r"/(\?.*)?$"))
+
+
+def connection_row(page: Any, platform: str, name: str) -> Any:
+    rows = page.locator(f"li.conn[data-platform={platform}]")
+    return rows.filter(has=page.get_by_role("heading", name=name))
+
+
+async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any) -> None:
+    context = await browser.new_context(
+        viewport=VIEWPORT, locale="en-GB", timezone_id="Europe/Berlin"
+    )
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    console = Console(stack.gateway)
+    console.attach(page)
+
+    # ------------------------------------------------------------ sign in
+    await page.goto(stack.gateway + "/")
+    await page.wait_for_url(re.compile(r"/sign-in"))
+    await check_page(page, "sign in")
+    # Keyboard only: the key field has the focus; Enter submits.
+    await page.keyboard.type(stack.api_key)
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Linked accounts", level=1).wait_for()
+    assert await page.evaluate("() => !document.cookie.includes('postd_session')")  # HttpOnly
+
+    # ------------------------------------------------------------ connect Meta, then LinkedIn
+    await page.get_by_role("link", name="Connect Facebook").click()
+    await approve_consent(page, stack, "Facebook")
+    status = page.get_by_role("status").filter(has_text="Connected")
+    await status.first.wait_for()
+    assert "Facebook" in (await status.first.inner_text())
+    coffee = connection_row(page, "facebook", "Sandbox Coffee Co")
+    await coffee.get_by_text("Healthy").wait_for()
+    await page.get_by_role("link", name="Connect LinkedIn").click()
+    await approve_consent(page, stack, "LinkedIn")
+    await page.locator("li.conn[data-platform=linkedin]").first.wait_for()
+    assert await page.locator("li.conn").count() >= 3
+    await check_page(page, "linked accounts")
+    await page.screenshot(path=str(screenshots / "linked-accounts.png"))
+
+    # ------------------------------------------------------------ create post: over the limit
+    await page.get_by_role("link", name="Create post").click()
+    await page.get_by_role("heading", name="Create post", level=1).wait_for()
+    await page.get_by_role("checkbox", name="Sandbox Coffee Co Facebook").check()
+    await page.locator("#targets input[data-platform=linkedin]:not([disabled])").first.check()
+    too_long = "POSTD browser test. " * 155  # 3,100 characters; LinkedIn takes 3,000
+    await page.get_by_label("Text", exact=True).fill(too_long)
+    counters = page.get_by_role("list", name="Characters per account")
+    await counters.locator("li.over").filter(has_text="LinkedIn").wait_for()
+    assert "100 over" in await counters.locator("li.over").inner_text()
+    assert await counters.locator("li.over").count() == 1  # Facebook takes 63,206
+    review = page.get_by_role("button", name="Review and publish")
+    assert await review.get_attribute("aria-disabled") == "true"
+    problems = page.locator("#post-problems")
+    await problems.get_by_text(re.compile(r"100 characters over the limit of 3,000")).wait_for()
+    # The server's own verdict shows next to LinkedIn's preview too.
+    await page.locator("article.preview .violations").get_by_text(re.compile("3,000")).wait_for()
+    # Still focusable (aria-disabled), so a keyboard user learns why: no confirmation,
+    # the reasons are announced.
+    await review.focus()
+    await page.keyboard.press("Enter")
+    assert await page.locator("dialog[open]").count() == 0
+    assert await problems.locator("[role=alert]").count() == 1
+    await check_page(page, "create post (over the limit)")
+    await page.screenshot(path=str(screenshots / "create-post.png"))
+
+    # ------------------------------------------------------------ fix it, publish, follow it
+    marker = uuid.uuid4().hex[:12]
+    text = f"Fresh bread at 7 from the POSTD dashboard ({marker})."
+    await page.get_by_label("Text", exact=True).fill(text)
+    await page.get_by_text("Ready to publish.").wait_for()
+    assert await review.get_attribute("aria-disabled") == "false"
+    await review.click()
+    dialog = page.get_by_role("dialog", name="Publish this post?")
+    await dialog.wait_for()
+    await check_page(page, "publish confirmation")
+    await dialog.get_by_role("button", name="Publish").click()
+    await page.wait_for_url(re.compile(r"/posts/[A-Za-z0-9-]+$"))
+    targets = page.get_by_role("list", name="Targets")
+    await targets.locator("li[data-state=published]").nth(1).wait_for(timeout=60_000)
+    assert await targets.locator("li").count() == 2
+    await page.get_by_text(re.compile(r"^Published · created")).wait_for()
+    posted = await context.request.get(
+        f"{stack.sandbox}/_sandbox/posts", params={"text_contains": marker}
+    )
+    assert (await posted.json())["count"] == 2
+    await check_page(page, "post status")
+
+    # ------------------------------------------------------------ revoked at the platform
+    listing = await context.request.get(
+        f"{stack.gateway}/v1/connections", params={"platform": "facebook"}
+    )
+    items = (await listing.json())["items"]
+    page_id = next(c["external_id"] for c in items if c["account_name"] == "Sandbox Coffee Co")
+    for account in (META_USER, page_id):
+        revoked = await context.request.post(
+            f"{stack.sandbox}/_sandbox/tokens/revoke", data={"platform": "meta", "account": account}
+        )
+        assert revoked.ok
+    await page.get_by_role("link", name="Linked accounts").click()
+    coffee = connection_row(page, "facebook", "Sandbox Coffee Co")
+    await coffee.get_by_role("button", name="Refresh now").click()
+    badge = coffee.locator("h3 .badge")
+    await badge.filter(has_text=re.compile(r"^(Revoked|Requires action)$")).wait_for()
+    plain_words = re.compile("Facebook ended POSTD's access")
+    await coffee.locator(".conn-error").get_by_text(plain_words).wait_for()
+    await page.wait_for_function(
+        "() => /Sandbox Coffee Co: (Revoked|Requires action)/"
+        ".test(document.getElementById('announcer').textContent)"
+    )
+    # The focus stays on the row's Refresh now button for keyboard users.
+    assert await page.evaluate("() => document.activeElement.textContent") == "Refresh now"
+    await check_page(page, "linked accounts (revoked)")
+
+    # ------------------------------------------------------------ reconnect, one click
+    reconnect = coffee.get_by_role("link", name="Reconnect")
+    href = await reconnect.get_attribute("href")
+    assert "reconnect=" in href
+    assert "capability=publish" in href
+    await reconnect.click()
+    await approve_consent(page, stack, "Facebook")
+    await page.get_by_role("status").filter(has_text="Connected").first.wait_for()
+    await connection_row(page, "facebook", "Sandbox Coffee Co").get_by_text("Healthy").wait_for()
+
+    # ------------------------------------------------------------ health
+    await page.get_by_role("link", name="Health").click()
+    await page.get_by_role("heading", name="Health", level=1).wait_for()
+    await page.locator("svg.chart").first.wait_for()
+    await page.get_by_role("heading", name="API performance per platform").wait_for()
+    await check_page(page, "health")
+    await page.screenshot(path=str(screenshots / "health.png"))
+
+    # ------------------------------------------------------------ the other pages
+    for link, heading in (
+        ("Posts", "Posts"),
+        ("Dead letters", "Dead letters"),
+        ("Webhooks", "Webhooks"),
+        ("Notifications", "Notifications"),
+    ):
+        await page.get_by_role("navigation", name="Main").get_by_role("link", name=link).click()
+        await page.get_by_role("heading", name=heading, level=1).wait_for()
+        loaded = page.get_by_role("status").filter(has_text=re.compile(r"Showing|No |empty"))
+        await loaded.first.wait_for()
+        await check_page(page, link)
+
+    # ------------------------------------------------------------ sign out
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url(re.compile(r"/sign-in"))
+    gone = await context.request.get(f"{stack.gateway}/v1/me")
+    assert gone.status == 401
+
+    assert not console.errors, "the browser console reported:\n" + "\n".join(console.errors)
+    await context.close()

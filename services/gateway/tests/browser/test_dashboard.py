@@ -7,6 +7,7 @@ are saved at 1280x800 in test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -46,6 +47,19 @@ async def approve_consent(page: Any, stack: Stack, platform: str) -> None:
     await page.get_by_role("heading", name=re.compile(rf"{platform} \(sandbox\)")).wait_for()
     await page.get_by_role("button", name="Approve").click()
     await page.wait_for_url(re.compile(re.escape(stack.gateway) + r"/(\?.*)?$"))
+
+
+async def eventually(
+    context: Any, url: str, ready: Any, params: dict[str, str] | None = None, tries: int = 60
+) -> Any:
+    """GET ``url`` (as the signed-in browser) until ``ready(body)``; half a second apart."""
+    for _ in range(tries):
+        response = await context.request.get(url, params=params)
+        body = await response.json()
+        if response.ok and ready(body):
+            return body
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{url} never got there: {body}")
 
 
 def connection_row(page: Any, platform: str, name: str) -> Any:
@@ -135,12 +149,75 @@ async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any
     assert (await posted.json())["count"] == 2
     await check_page(page, "post status")
 
-    # ------------------------------------------------------------ revoked at the platform
     listing = await context.request.get(
         f"{stack.gateway}/v1/connections", params={"platform": "facebook"}
     )
-    items = (await listing.json())["items"]
-    page_id = next(c["external_id"] for c in items if c["account_name"] == "Sandbox Coffee Co")
+    coffee_page = next(
+        c for c in (await listing.json())["items"] if c["account_name"] == "Sandbox Coffee Co"
+    )
+
+    # ------------------------------------------------------------ dead letters, replayed
+    # Facebook refuses the next two posts as abusive (not retryable: straight to the DLQ).
+    fault = await context.request.post(
+        f"{stack.sandbox}/_sandbox/faults",
+        data={
+            "platform": "meta",
+            "kind": "platform_error",
+            "error": "meta_blocked",
+            "path_contains": "/feed",
+            "times": 2,
+        },
+    )
+    assert fault.ok
+    auth = {"Authorization": f"Bearer {stack.api_key}"}
+    for n in range(2):
+        made = await context.request.post(
+            f"{stack.gateway}/v1/posts",
+            headers={**auth, "Idempotency-Key": f"dlq-{marker}-{n}"},
+            data={
+                "content": {"text": f"Blocked once, then fine ({marker}, {n})."},
+                "targets": [{"connection_id": coffee_page["id"]}],
+            },
+        )
+        assert made.status == 201, await made.text()
+    await eventually(context, f"{stack.gateway}/v1/dlq", lambda body: len(body["items"]) == 2)
+    await page.get_by_role("link", name="Dead letters").click()
+    rows = page.locator("#dlq-table tbody tr")
+    await rows.nth(1).wait_for()
+    assert "Facebook blocked this post" in await rows.first.inner_text()
+    await page.get_by_role("checkbox", name="Select every dead letter shown").check()
+    await page.get_by_role("button", name="Replay selected (2)").click()
+    await page.get_by_text("2 jobs put back on schedule.").wait_for()
+    assert await page.locator("progress").evaluate("(p) => p.value === p.max")
+    await eventually(
+        context,
+        f"{stack.sandbox}/_sandbox/posts",
+        lambda body: body["count"] == 2,
+        params={"text_contains": f"Blocked once, then fine ({marker}"},
+    )
+    await check_page(page, "dead letters after a replay")
+
+    # ------------------------------------------------------------ webhook events, replayed
+    sent = await context.request.post(
+        f"{stack.sandbox}/_sandbox/webhooks/send",
+        data={
+            "url": f"{stack.gateway}/webhooks/facebook",
+            "platform": "meta",
+            "event": "comment",
+            "account": coffee_page["external_id"],
+        },
+    )
+    assert (await sent.json())["status"] == 200
+    await page.get_by_role("link", name="Webhooks").click()
+    event_row = page.locator("tbody tr").filter(has_text="comment.created").first
+    await event_row.wait_for()
+    await event_row.get_by_role("checkbox").check()
+    await page.get_by_role("button", name="Replay selected (1)").click()
+    await page.get_by_text("1 event re-emitted.").wait_for()
+    await check_page(page, "webhooks after a replay")
+
+    # ------------------------------------------------------------ revoked at the platform
+    page_id = coffee_page["external_id"]
     for account in (META_USER, page_id):
         revoked = await context.request.post(
             f"{stack.sandbox}/_sandbox/tokens/revoke", data={"platform": "meta", "account": account}
@@ -180,12 +257,7 @@ async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any
     await page.screenshot(path=str(screenshots / "health.png"))
 
     # ------------------------------------------------------------ the other pages
-    for link, heading in (
-        ("Posts", "Posts"),
-        ("Dead letters", "Dead letters"),
-        ("Webhooks", "Webhooks"),
-        ("Notifications", "Notifications"),
-    ):
+    for link, heading in (("Posts", "Posts"), ("Notifications", "Notifications")):
         await page.get_by_role("navigation", name="Main").get_by_role("link", name=link).click()
         await page.get_by_role("heading", name=heading, level=1).wait_for()
         loaded = page.get_by_role("status").filter(has_text=re.compile(r"Showing|No |empty"))

@@ -62,10 +62,11 @@ export async function render(main, ctx) {
   const connectList = h("ul", { class: "connect-list" },
     [...caps].sort((a, b) => a.display_name.localeCompare(b.display_name)).map((p) => h("li", null,
       h("a", { class: "button", href: connectUrl(p.platform, ctx), "data-platform": p.platform },
-        platformIcon(p.platform, { small: true }), `Connect ${p.display_name}`))));
-  main.append(h("section", { class: "card", "aria-labelledby": "connect-h" },
-    h("h2", { id: "connect-h" }, "Connect an account"),
-    h("p", { class: "muted small" }, "You will go to the platform to approve access, then come back here."),
+        platformIcon(p.platform, { small: true }), h("span", { class: "visually-hidden" }, "Connect "), p.display_name))));
+  main.append(h("section", { class: "card connect", "aria-labelledby": "connect-h", "aria-describedby": "connect-hint" },
+    h("div", { class: "row" },
+      h("h2", { id: "connect-h" }, "Connect an account"),
+      h("p", { class: "muted small", id: "connect-hint" }, "You approve access on the platform, then come back here.")),
     connectList));
 
   // ---------------------------------------------------------------- list
@@ -153,7 +154,7 @@ export async function render(main, ctx) {
     if (c.status !== "healthy" && c.status_reason && !sameWords) body.append(h("p", { class: "small" }, c.status_reason));
     if (c.last_error && c.last_error.message) {
       const e = c.last_error;
-      body.append(h("div", { class: "conn-error" },
+      body.append(h("div", { class: ["conn-error", needsPerson(c) ? "" : "quiet"] },
         h("p", null, h("strong", null, "Last error: "), e.message),
         e.action_message ? h("p", null, e.action_message) : null));
     }

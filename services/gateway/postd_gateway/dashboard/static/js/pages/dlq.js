@@ -12,8 +12,9 @@ const BATCH = 100;
 
 export async function render(main, ctx) {
   const caps = await capabilities().catch(() => []);
+  // Account names for the rows (the first 500 connections; others show the platform).
   const names = new Map();
-  get("/v1/connections", { limit: 500 }).then((page) => {
+  const namesLoaded = get("/v1/connections", { limit: 500 }).then((page) => {
     for (const c of page.items) names.set(c.id, c.account_name);
   }).catch(() => {});
 
@@ -73,7 +74,7 @@ export async function render(main, ctx) {
     }
     summary.textContent = "Loading…";
     try {
-      const page = await get("/v1/dlq", { ...filter(), limit: 50, cursor });
+      const [page] = await Promise.all([get("/v1/dlq", { ...filter(), limit: 50, cursor }), namesLoaded]);
       const rows = page.items.map((d) => {
         const job = d.job;
         const box = h("input", { type: "checkbox", value: job.id, "aria-label": `Select the ${platformName(job.platform, caps)} job of ${timeEl(d.dead_lettered_at).textContent}` });

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -78,6 +77,7 @@ from postd_publisher.domain.quota import QuotaBook
 JOBS = int(os.environ.get("BENCH_PUBLISHER_JOBS", "100000"))
 RATES = tuple(int(r) for r in os.environ.get("BENCH_PUBLISHER_RATES", "300,1000").split(","))
 SECONDS = float(os.environ.get("BENCH_PUBLISHER_SECONDS", "10"))
+PARTS = set(os.environ.get("BENCH_PUBLISHER_PARTS", "dispatch,e2e").split(","))
 TENANTS = 20
 PAGES_PER_TENANT = 10
 REDIRECT_URI = "https://app.postd.test/oauth/callback"
@@ -219,12 +219,11 @@ async def dispatch_lag(dsn: str, bootstrap: str, count: int, spread_s: float) ->
 # --------------------------------------------------------------------------- 2: end to end
 
 
-def serve_platforms() -> None:
-    """``python -m bench.publisher --platforms``: the sandbox and the real connectors
-    service in one process, configured by the environment, until SIGTERM."""
-    from aiohttp import web
-
+def serve_connectors() -> None:
+    """``python -m bench.publisher --connectors``: the real connectors service, with
+    its in-memory TokenStore, configured by the environment, until SIGTERM."""
     from postd_common.grpcutil import create_server
+    from postd_common.identity import IdentityVerifier
     from postd_common.kafka import EventProducer
     from postd_common.logging import configure_logging
     from postd_connectors import convert
@@ -233,19 +232,9 @@ def serve_platforms() -> None:
     from postd_connectors.config import load_settings
     from postd_connectors.servicer import POLICY, SERVICE, ConnectorsServicer, register
     from postd_connectors.testing import InMemoryTokenStore
-    from postd_sandbox.app import create_app
-    from postd_sandbox.config import load_settings as sandbox_settings
 
     async def main() -> None:
-        configure_logging("platforms", "warning")
-        port = int(os.environ["BENCH_SANDBOX_PORT"])
-        base = sandbox_settings({})
-        app = create_app(
-            dataclasses.replace(base, port=port, public_url=f"http://127.0.0.1:{port}")
-        )
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        configure_logging("connectors", "warning")
         settings = load_settings(os.environ)
         pool = await db.create_pool(settings.common.database_url, min_size=4, max_size=20)
         producer = EventProducer(settings.common.kafka)
@@ -260,8 +249,6 @@ def serve_platforms() -> None:
             connector=aiohttp.TCPConnector(limit=0),
         )
         service = build_service(settings, repo=repo, tokens=InMemoryTokenStore(), session=session)
-        from postd_common.identity import IdentityVerifier
-
         server = create_server(
             service="connectors",
             address=settings.common.grpc_listen,
@@ -272,8 +259,7 @@ def serve_platforms() -> None:
         )
         await server.start()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         relay_task = asyncio.create_task(relay.run(stop))
         print("READY", flush=True)
         await stop.wait()
@@ -282,7 +268,6 @@ def serve_platforms() -> None:
         await session.close()
         await producer.close()
         await pool.close()
-        await runner.cleanup()
 
     asyncio.run(main())
 
@@ -313,7 +298,8 @@ class Stack:
     connectors_addr: str
     pg: EmbeddedPostgres
     broker: EmbeddedBroker
-    platforms: subprocess.Popen[bytes] | None = None
+    connectors: subprocess.Popen[bytes] | None = None
+    sandbox: subprocess.Popen[bytes] | None = None
     tenants: dict[str, list[str]] = field(default_factory=dict)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -331,10 +317,8 @@ class Stack:
         }
 
 
-async def _start_platforms(stack: Stack) -> None:
-    sandbox_port = int(stack.sandbox_url.rsplit(":", 1)[1])
+async def _start_connectors(stack: Stack) -> None:
     env = stack.env(
-        BENCH_SANDBOX_PORT=str(sandbox_port),
         POSTD_SANDBOX_URL=stack.sandbox_url,
         POSTD_GRPC_LISTEN=stack.connectors_addr,
         POSTD_METRICS_LISTEN=f"127.0.0.1:{free_port()}",
@@ -345,16 +329,46 @@ async def _start_platforms(stack: Stack) -> None:
     await db.migrate_dsn(
         stack.dsn, "connectors", ROOT / "services/connectors/postd_connectors/migrations"
     )
-    stack.platforms = _spawn(
-        [sys.executable, "-m", "bench.publisher", "--platforms"],
+    stack.connectors = _spawn(
+        [sys.executable, "-m", "bench.publisher", "--connectors"],
         env,
-        stack.work / "platforms.log",
+        stack.work / "connectors.log",
         pipe_stdout=True,
     )
-    assert stack.platforms.stdout is not None
-    line = await asyncio.to_thread(stack.platforms.stdout.readline)
+    assert stack.connectors.stdout is not None
+    line = await asyncio.to_thread(stack.connectors.stdout.readline)
     if b"READY" not in line:
-        raise RuntimeError(f"platforms did not start; see {stack.work / 'platforms.log'}")
+        raise RuntimeError(f"connectors did not start; see {stack.work / 'connectors.log'}")
+
+
+async def _start_sandbox(stack: Stack) -> None:
+    """A fresh sandbox process (its post log starts empty) and the tenants' Pages."""
+    await _stop(stack.sandbox)
+    port = stack.sandbox_url.rsplit(":", 1)[1]
+    stack.sandbox = _spawn(
+        [sys.executable, "-m", "postd_sandbox"],
+        stack.env(POSTD_SANDBOX_PORT=port, POSTD_SANDBOX_PUBLIC_URL=stack.sandbox_url),
+        stack.work / "sandbox.log",
+    )
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(stack.sandbox_url + "/_sandbox/"):
+                    break
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    stack.tenants.clear()
+    await _connect_tenants(stack)
+
+
+async def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(process.wait, 20)
 
 
 async def _connect_tenants(stack: Stack) -> None:
@@ -465,10 +479,12 @@ async def _publisher(
         POSTD_CONNECTION_EVENTS_TOPIC=topics.connection_events,
         POSTD_PUBLISHER_WORKER_GROUP=f"{schema}-workers",
         POSTD_PUBLISHER_EVENTS_GROUP=f"{schema}-events",
-        POSTD_DISPATCH_POLL_SECONDS="0.02",
     )
     log = stack.work / f"{schema}.log"
-    process = _spawn([sys.executable, "-m", "postd_publisher"], env, log)
+    command = [sys.executable, "-m", "postd_publisher"]
+    if os.environ.get("BENCH_PUBLISHER_PROFILE"):
+        command[1:1] = ["-m", "cProfile", "-o", str(stack.work / f"{schema}.prof")]
+    process = _spawn(command, env, log)
     try:
         deadline = time.monotonic() + 60
         while not await check_health(address, timeout=1.0):
@@ -503,7 +519,7 @@ async def end_to_end(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
             tenant, connection = connections[i % len(connections)]
             request = pb.CreatePostRequest(
                 tenant_id=tenant,
-                idempotency_key=f"{tag}-{i}",
+                idempotency_key=f"{tag}-{suffix}-{i}",
                 content=common_pb2.PostContent(text=f"{tag} post {i} {suffix}"),
                 targets=[pb.PostTarget(connection_id=connection)],
             )
@@ -539,8 +555,11 @@ async def end_to_end(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
             usage = Usage(
                 {
                     "publisher": [psutil.Process(process.pid)],
-                    "connectors + sandbox": [psutil.Process(stack.platforms.pid)]
-                    if stack.platforms
+                    "connectors": [psutil.Process(stack.connectors.pid)]
+                    if stack.connectors
+                    else [],
+                    "sandbox (test double)": [psutil.Process(stack.sandbox.pid)]
+                    if stack.sandbox
                     else [],
                     "postgres": [psutil.Process(stack.pg.pid)] if stack.pg.pid else [],
                     "broker": [psutil.Process(stack.broker.pid)] if stack.broker.pid else [],
@@ -563,7 +582,9 @@ async def end_to_end(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
             stop.set()
             await clock
             rows = await pool.fetch(
-                f"SELECT j.state, j.due_at, j.finished_at, j.attempt_count "  # noqa: S608
+                f"SELECT j.state, j.due_at, j.finished_at, j.attempt_count, "  # noqa: S608
+                f"(SELECT count(*) FROM {schema}.attempts a WHERE a.job_id = j.id "
+                "AND a.outcome = 'RECONCILED') AS reconciled "
                 f"FROM {schema}.jobs j JOIN {schema}.posts p ON p.id = j.post_id "
                 "WHERE p.idempotency_key LIKE 'load-%'"
             )
@@ -597,6 +618,7 @@ async def end_to_end(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
         "lost": total - len(published),
         "on_platform": len(texts),
         "retried": sum(1 for r in rows if r["attempt_count"] > 1),
+        "reconciled": sum(r["reconciled"] for r in rows),
         "cpu_s_per_1000": {k: round(v / max(1, len(published)) * 1000, 2) for k, v in cpu.items()},
         "cpu_share": {k: round(v / max(sum(cpu.values()), 1e-9), 3) for k, v in cpu.items()},
     }
@@ -633,16 +655,17 @@ async def run() -> dict[str, Any]:
             "broker_produce_per_s": round(produced, 1),
             "broker_consume_per_s": round(consumed, 1),
         }
-        result["dispatch_spread"] = await dispatch_lag(dsn, bootstrap, JOBS, 60.0)
-        result["dispatch_instant"] = await dispatch_lag(dsn, bootstrap, JOBS, 0.0)
-        await _start_platforms(stack)
-        await _connect_tenants(stack)
-        result["end_to_end"] = [await end_to_end(stack, rate, SECONDS) for rate in RATES]
+        if "dispatch" in PARTS:
+            result["dispatch_spread"] = await dispatch_lag(dsn, bootstrap, JOBS, 60.0)
+            result["dispatch_instant"] = await dispatch_lag(dsn, bootstrap, JOBS, 0.0)
+        await _start_connectors(stack)
+        result["end_to_end"] = []
+        for rate in RATES if "e2e" in PARTS else ():
+            await _start_sandbox(stack)
+            result["end_to_end"].append(await end_to_end(stack, rate, SECONDS))
     finally:
-        if stack.platforms is not None:
-            stack.platforms.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                stack.platforms.wait(20)
+        await _stop(stack.connectors)
+        await _stop(stack.sandbox)
         broker.stop()
         pg.stop()
     return result
@@ -666,6 +689,8 @@ def report(result: dict[str, Any]) -> None:
         ("dispatch_spread", "evenly over one minute"),
         ("dispatch_instant", "all at one instant"),
     ):
+        if key not in result:
+            continue
         d = result[key]
         rate = d["jobs"] / max(d["spread_s"], d["lag_max_ms"] / 1000)
         print(
@@ -698,8 +723,8 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main() -> dict[str, Any]:
-    if "--platforms" in sys.argv:
-        serve_platforms()
+    if "--connectors" in sys.argv:
+        serve_connectors()
         return {}
     result = asyncio.run(run())
     report(result)

@@ -366,6 +366,8 @@ class ClaimRequest:
     tenant_cursor: str = ""
     held_platforms: frozenset[str] = frozenset()
     only_platform: str = ""  # a half-open probe: one job of this platform
+    # Claim only as many as keep DISPATCHED + PUBLISHING under this (0: no cap).
+    max_in_flight: int = 0
 
 
 class JobStore(Protocol):
@@ -504,10 +506,6 @@ class JobStore(Protocol):
         ...
 
     async def next_due_at(self) -> datetime | None: ...
-
-    async def in_flight(self) -> int:
-        """Jobs DISPATCHED or PUBLISHING, all tenants."""
-        ...
 
     async def breakers(self) -> Sequence[Breaker]: ...
 

@@ -141,7 +141,7 @@ class OutboxRelay:
         outlet: KafkaOutlet,
         *,
         batch_size: int = 500,
-        idle_seconds: float = 0.05,
+        idle_seconds: float = 0.1,
     ) -> None:
         self._store = store
         self._outlet = outlet

@@ -9,12 +9,14 @@ dispatcher, the reconciler and the worker claim work across tenants by design.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import asyncpg
 from opentelemetry import propagate
@@ -161,14 +163,17 @@ RETURNING j.id, j.post_id, j.tenant_id, j.connection_id, j.platform, j.idempoten
           false AS wrapped, picked.run_at AS was_due
 """
 
-CLAIM_ATTEMPT_SQL = f"""
-WITH claimed AS (
+CLAIM_ATTEMPTS_SQL = f"""
+WITH wanted AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[]) AS w(id, tenant_id, attempt)
+), claimed AS (
     UPDATE publisher.jobs j
        SET state = 'PUBLISHING', attempt_count = j.attempt_count + 1,
            run_at = $4::timestamptz + make_interval(secs => $5::float8), updated_at = $4,
            state_reason = ''
-     WHERE j.id = $1 AND j.tenant_id = $2 AND j.state = 'DISPATCHED'
-       AND j.attempt_count + 1 = $3
+      FROM wanted w
+     WHERE j.id = w.id AND j.tenant_id = w.tenant_id AND j.state = 'DISPATCHED'
+       AND j.attempt_count + 1 = w.attempt
        AND NOT EXISTS (SELECT 1 FROM publisher.connection_pauses cp
                        WHERE cp.tenant_id = j.tenant_id AND cp.connection_id = j.connection_id)
     RETURNING {JOB_COLUMNS}
@@ -177,6 +182,56 @@ WITH claimed AS (
     SELECT id, attempt_count, tenant_id, $4, 'IN_PROGRESS', $6 FROM claimed
 )
 SELECT * FROM claimed
+"""
+
+# Close attempts, move jobs and queue their results: many records, one statement.
+RECORD_ATTEMPTS_SQL = f"""
+WITH r AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[],
+        $7::boolean[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::boolean[],
+        $13::timestamptz[], $14::int[], $15::text[], $16::text[], $17::float8[],
+        $18::boolean[], $19::text[], $20::text[], $21::text[], $22::bytea[], $23::jsonb[],
+        $24::boolean[])
+    AS r(id, tenant_id, state, state_reason, run_at, counts, outcome_unknown,
+         platform_post_id, url, error, category, terminal, ended_at, attempt, outcome,
+         reason, latency_ms, close_breaker, platform, topic, message_key, payload, headers,
+         dead_lettered)
+), closed AS (
+    UPDATE publisher.attempts a
+       SET ended_at = r.ended_at, outcome = r.outcome, error = r.error,
+           category = r.category, reason = r.reason, platform_latency_ms = r.latency_ms
+      FROM r WHERE a.job_id = r.id AND a.number = r.attempt
+), moved AS (
+    UPDATE publisher.jobs j
+       SET state = r.state, state_reason = r.state_reason,
+           run_at = coalesce(r.run_at, j.run_at),
+           budget_used = j.budget_used + r.counts,
+           outcome_unknown = r.outcome_unknown,
+           platform_post_id = CASE WHEN r.platform_post_id = '' THEN j.platform_post_id
+                                   ELSE r.platform_post_id END,
+           url = CASE WHEN r.url = '' THEN j.url ELSE r.url END,
+           last_error = coalesce(r.error, j.last_error),
+           last_category = CASE WHEN r.category = '' THEN j.last_category
+                                ELSE r.category END,
+           dead_lettered = r.dead_lettered,
+           finished_at = CASE WHEN r.terminal THEN r.ended_at ELSE NULL END,
+           updated_at = r.ended_at
+      FROM r
+     WHERE j.id = r.id AND j.tenant_id = r.tenant_id AND j.state = 'PUBLISHING'
+       AND j.attempt_count = r.attempt
+    RETURNING {JOB_COLUMNS}
+), closed_breakers AS (
+    DELETE FROM publisher.breakers b
+     WHERE b.platform IN (SELECT r.platform FROM r JOIN moved m ON m.id = r.id
+                           WHERE r.close_breaker)
+), queued AS (
+    INSERT INTO publisher.outbox (topic, message_key, payload, headers)
+    SELECT r.topic, r.message_key, r.payload, r.headers
+      FROM r JOIN moved m ON m.id = r.id
+     ORDER BY r.ended_at
+)
+SELECT * FROM moved
 """
 
 
@@ -296,6 +351,83 @@ def _dispatch_job(row: asyncpg.Record, now: datetime) -> DispatchJob:
     )
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Coalescer(Generic[T, R]):
+    """Runs concurrent single requests as one batched call.
+
+    Requests made within ``window`` seconds of the first (or in the same event-loop
+    turn when 0) go together, up to ``max_batch``; each caller gets its own result,
+    or the batch's exception. The batched call must return results in order.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], Awaitable[list[R]]],
+        *,
+        window: float = 0.0,
+        max_batch: int = 256,
+    ) -> None:
+        self._run = run
+        self._window = window
+        self._max = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future))
+        if len(self._pending) >= self._max:
+            self._flush()
+        elif self._timer is None:
+            self._timer = (
+                loop.call_later(self._window, self._flush)
+                if self._window > 0
+                else loop.call_soon(self._flush)
+            )
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._serve(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _serve(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every caller hears the batch's failure
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+@dataclass(frozen=True)
+class _ClaimWanted:
+    job_id: uuid.UUID
+    tenant_id: str
+    attempt: int
+    worker_id: str
+    now: datetime
+    lease_seconds: float
+
+
 class _Claim:
     """One dispatch transaction (see ports.DispatchClaim)."""
 
@@ -397,6 +529,8 @@ class PostgresJobStore:
         self._topics = topics or Topics()
         self._schema = schema
         self._sql: dict[str, str] = {}
+        self._claims: Coalescer[_ClaimWanted, ClaimedJob | None] = Coalescer(self._claim_many)
+        self._records: Coalescer[AttemptRecord, bool] = Coalescer(self._record_many, window=0.002)
 
     def q(self, sql: str) -> str:
         """``sql`` with the schema this store works in."""
@@ -1169,13 +1303,26 @@ class PostgresJobStore:
                     request.lease_seconds,
                 )
             else:
-                rows = await conn.fetch(
-                    self.q(CLAIM_DUE_SQL),
-                    request.now,
-                    request.limit,
-                    request.tenant_cursor,
-                    sorted(request.held_platforms),
-                    request.lease_seconds,
+                limit = request.limit
+                if request.max_in_flight:
+                    busy = await conn.fetchval(
+                        self.q(
+                            """SELECT count(*) FROM publisher.jobs
+                                WHERE state IN ('DISPATCHED', 'PUBLISHING')"""
+                        )
+                    )
+                    limit = min(limit, request.max_in_flight - int(busy))
+                rows = (
+                    await conn.fetch(
+                        self.q(CLAIM_DUE_SQL),
+                        request.now,
+                        limit,
+                        request.tenant_cursor,
+                        sorted(request.held_platforms),
+                        request.lease_seconds,
+                    )
+                    if limit > 0
+                    else []
                 )
             # The order a tenant round-robin served them in; an account's jobs by due time.
             ordered = sorted(rows, key=lambda r: (r["wrapped"], r["tenant_id"], r["was_due"]))
@@ -1203,16 +1350,6 @@ class PostgresJobStore:
                            ORDER BY run_at LIMIT 1),
                          (SELECT run_at FROM publisher.jobs WHERE state = 'RETRYING'
                            ORDER BY run_at LIMIT 1))"""
-                )
-            )
-        return value
-
-    async def in_flight(self) -> int:
-        async with self._pool.acquire() as conn:
-            value: int = await conn.fetchval(
-                self.q(
-                    """SELECT count(*) FROM publisher.jobs
-                        WHERE state IN ('DISPATCHED', 'PUBLISHING')"""
                 )
             )
         return value
@@ -1342,34 +1479,51 @@ class PostgresJobStore:
         jid = _uuid(job_id)
         if jid is None:
             return None
+        return await self._claims.submit(
+            _ClaimWanted(jid, tenant_id, attempt, worker_id, now, lease_seconds)
+        )
+
+    async def _claim_many(self, wanted: list[_ClaimWanted]) -> list[ClaimedJob | None]:
+        """Claim the attempts of many deliveries in one statement (they arrive
+        together: a consumer batch starts its lanes at once)."""
+        first = wanted[0]
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                self.q(CLAIM_ATTEMPT_SQL), jid, tenant_id, attempt, now, lease_seconds, worker_id
+            rows = await conn.fetch(
+                self.q(CLAIM_ATTEMPTS_SQL),
+                [w.job_id for w in wanted],
+                [w.tenant_id for w in wanted],
+                [w.attempt for w in wanted],
+                first.now,
+                first.lease_seconds,
+                first.worker_id,
             )
-            if row is None:
+            by_id = {row["id"]: row for row in rows}
+            out: list[ClaimedJob | None] = []
+            for want in wanted:
+                # A duplicate delivery in the same batch gets nothing: one claim each.
+                row = by_id.pop(want.job_id, None)
+                if row is None or row["attempt_count"] != want.attempt:
+                    out.append(None)
+                    continue
+                job = job_from_row(row)
+                out.append(ClaimedJob(job, job.attempt_count, first.now, row["last_category"]))
+            missed = [w.job_id for w, c in zip(wanted, out, strict=True) if c is None]
+            if missed:
                 # A dispatched job whose connection was paused meanwhile waits, kept.
                 await conn.execute(
                     self.q(
                         """UPDATE publisher.jobs j
-                              SET state = 'PAUSED', state_reason = cp.reason, run_at = $3,
-                                  updated_at = $3
+                              SET state = 'PAUSED', state_reason = cp.reason, run_at = $2,
+                                  updated_at = $2
                              FROM publisher.connection_pauses cp
-                            WHERE j.id = $1 AND j.tenant_id = $2 AND j.state = 'DISPATCHED'
+                            WHERE j.id = ANY($1::uuid[]) AND j.state = 'DISPATCHED'
                               AND cp.tenant_id = j.tenant_id
                               AND cp.connection_id = j.connection_id"""
                     ),
-                    jid,
-                    tenant_id,
-                    now,
+                    missed,
+                    first.now,
                 )
-                return None
-        job = job_from_row(row)
-        return ClaimedJob(
-            job=job,
-            attempt=job.attempt_count,
-            started_at=now,
-            previous_category=row["last_category"],
-        )
+        return out
 
     async def record_attempt(self, record: AttemptRecord) -> bool:
         rare = bool(
@@ -1379,91 +1533,65 @@ class PostgresJobStore:
             or record.breaker_failure
             or record.open_breaker_reason
         )
-        async with self._pool.acquire() as conn:
-            if not rare:
-                # The common outcome is one statement, one round trip, one commit.
-                return await self._record(conn, record)
-            async with conn.transaction():
-                return await self._record(conn, record)
+        if not rare:
+            # The common outcomes of concurrent attempts go in one statement.
+            return await self._records.submit(record)
+        async with self._pool.acquire() as conn, conn.transaction():
+            moved = await self._record_rows(conn, [record])
+            if not moved:
+                return False
+            await self._record_extras(conn, record, moved[0])
+            return True
 
-    async def _record(self, conn: Conn, record: AttemptRecord) -> bool:
-        """Close the attempt, move the job and queue its result event in ONE
-        statement; the rare extras (dead letter, pause, block, breaker) follow in
-        the caller's transaction."""
+    async def _record_many(self, records: list[AttemptRecord]) -> list[bool]:
+        async with self._pool.acquire() as conn:
+            moved = await self._record_rows(conn, records)
+        done = {job.id for job in moved}
+        return [r.job.id in done for r in records]
+
+    async def _record_rows(self, conn: Conn, records: Sequence[AttemptRecord]) -> list[Job]:
+        """Close the attempts, move the jobs and queue their result events in ONE
+        statement. Returns the jobs that moved (a job the reconciler took back
+        meanwhile does not; its attempt row is closed all the same)."""
+        columns: list[list[Any]] = [[] for _ in range(24)]
+        for record in records:
+            job = record.job
+            # Identity fields a result carries never change: built from the claim.
+            result = result_message(job, record.event, self._topics.results)
+            values = (
+                uuid.UUID(job.id),
+                job.tenant_id,
+                record.next_state.value,
+                record.state_reason,
+                record.run_at,
+                1 if record.counts else 0,
+                record.outcome_unknown,
+                record.platform_post_id,
+                record.url,
+                record.error.SerializeToString() if record.error is not None else None,
+                Category.of(record.error).value if record.error is not None else "",
+                record.next_state in TERMINAL_STATES,
+                record.ended_at,
+                record.attempt,
+                record.outcome.value,
+                record.reason,
+                None if record.platform_latency is None else record.platform_latency * 1000,
+                record.close_breaker,
+                job.platform,
+                result.topic,
+                result.key,
+                result.payload,
+                result.headers,
+                bool(record.dead_letter_reason),
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        rows = await conn.fetch(self.q(RECORD_ATTEMPTS_SQL), *columns)
+        return [job_from_row(row) for row in rows]
+
+    async def _record_extras(self, conn: Conn, record: AttemptRecord, updated: Job) -> None:
+        """Dead letter, pause, quota block and breaker change of one record."""
         job = record.job
-        jid = uuid.UUID(job.id)
-        error = record.error.SerializeToString() if record.error is not None else None
-        category = Category.of(record.error).value if record.error is not None else ""
-        latency_ms = None if record.platform_latency is None else record.platform_latency * 1000
-        terminal = record.next_state in TERMINAL_STATES
-        # Identity fields a result carries never change, so the event is built from
-        # the job as claimed.
-        result = result_message(job, record.event, self._topics.results)
-        row = await conn.fetchrow(
-            self.q(
-                f"""WITH closed AS (
-                        UPDATE publisher.attempts
-                           SET ended_at = $14::timestamptz, outcome = $16::text,
-                               error = $10::bytea, category = $11::text, reason = $17::text,
-                               platform_latency_ms = $18::float8
-                         WHERE job_id = $1 AND number = $15::int
-                    ), moved AS (
-                        UPDATE publisher.jobs j
-                           SET state = $3::text, state_reason = $4::text,
-                               run_at = coalesce($5::timestamptz, j.run_at),
-                               budget_used = j.budget_used + $6::int,
-                               outcome_unknown = $7::boolean,
-                               platform_post_id = CASE WHEN $8::text = ''
-                                                       THEN j.platform_post_id ELSE $8 END,
-                               url = CASE WHEN $9::text = '' THEN j.url ELSE $9 END,
-                               last_error = coalesce($10::bytea, j.last_error),
-                               last_category = CASE WHEN $11::text = '' THEN j.last_category
-                                                    ELSE $11 END,
-                               dead_lettered = $12::boolean,
-                               finished_at = CASE WHEN $13::boolean THEN $14::timestamptz
-                                                  ELSE NULL END,
-                               updated_at = $14::timestamptz
-                         WHERE j.id = $1 AND j.tenant_id = $2 AND j.state = 'PUBLISHING'
-                           AND j.attempt_count = $15::int
-                     RETURNING {JOB_COLUMNS}
-                    ), closed_breaker AS (
-                        DELETE FROM publisher.breakers
-                         WHERE $19::boolean AND platform = $20::text
-                           AND EXISTS (SELECT 1 FROM moved)
-                    ), queued AS (
-                        INSERT INTO publisher.outbox (topic, message_key, payload, headers)
-                        SELECT $21::text, $22::text, $23::bytea, $24::jsonb FROM moved
-                    )
-                    SELECT * FROM moved"""
-            ),
-            jid,
-            job.tenant_id,
-            record.next_state.value,
-            record.state_reason,
-            record.run_at,
-            1 if record.counts else 0,
-            record.outcome_unknown,
-            record.platform_post_id,
-            record.url,
-            error,
-            category,
-            bool(record.dead_letter_reason),
-            terminal,
-            record.ended_at,
-            record.attempt,
-            record.outcome.value,
-            record.reason,
-            latency_ms,
-            record.close_breaker,
-            job.platform,
-            result.topic,
-            result.key,
-            result.payload,
-            result.headers,
-        )
-        if row is None:
-            return False
-        updated = job_from_row(row)
         if record.dead_letter_reason:
             await conn.execute(
                 self.q(
@@ -1475,12 +1603,12 @@ class PostgresJobStore:
                           SET category = EXCLUDED.category, reason = EXCLUDED.reason,
                               dead_lettered_at = EXCLUDED.dead_lettered_at"""
                 ),
-                jid,
+                uuid.UUID(job.id),
                 job.tenant_id,
                 uuid.UUID(job.post_id),
                 job.connection_id,
                 job.platform,
-                category,
+                Category.of(record.error).value if record.error is not None else "",
                 record.dead_letter_reason,
                 record.ended_at,
             )
@@ -1501,7 +1629,6 @@ class PostgresJobStore:
         if record.block_until is not None:
             await self._block(conn, job, record.block_until, record.block_reason, record.ended_at)
         await self._breaker_change(conn, record)
-        return True
 
     async def _block(
         self, conn: Conn, job: Job, until: datetime, reason: str, now: datetime

@@ -47,6 +47,11 @@ class DispatchSettings:
     # Jobs DISPATCHED or PUBLISHING at most (0: no cap). A cap keeps the queue short,
     # so a tenant's new post is not behind another tenant's whole burst.
     max_in_flight: int = 2000
+    # After a partial batch, wait this long for more jobs to fall due (fewer, fuller
+    # claims under a steady trickle); a full batch goes round again at once.
+    batch_window: float = 0.02
+    # How stale the view of platform circuit breakers may be.
+    breaker_refresh: float = 1.0
     reconcile_interval: float = 1.0
     quota_refresh_interval: float = 600.0
 
@@ -69,6 +74,7 @@ class Dispatcher:
         self._settings = settings
         self._now = clock
         self._cursor = ""
+        self._breaker_view: tuple[float, frozenset[str], list[str]] = (-1e18, frozenset(), [])
         self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,12 +95,21 @@ class Dispatcher:
                 continue
             if sent == 0:
                 await self._idle(stop)
+            elif sent < self._settings.batch_size:
+                await self._nap(stop, self._settings.batch_window)
 
     async def _idle(self, stop: asyncio.Event) -> None:
+        """Sleep until the next job falls due, at most ``poll_interval`` (jobs due now
+        but held — paused, blocked, an open breaker — are not a reason to spin)."""
         delay = self._settings.poll_interval
         upcoming = await self._store.next_due_at()
         if upcoming is not None:
-            delay = min(delay, max(0.0, (upcoming - self._now()).total_seconds()))
+            until = (upcoming - self._now()).total_seconds()
+            if until > 0:
+                delay = min(delay, until)
+        await self._nap(stop, delay)
+
+    async def _nap(self, stop: asyncio.Event, delay: float) -> None:
         if delay <= 0:
             return
         self.wake.clear()
@@ -109,10 +124,6 @@ class Dispatcher:
         """One claim-and-send round; returns how many jobs were claimed."""
         now = self._now()
         limit = self._settings.batch_size
-        if self._settings.max_in_flight:
-            limit = min(limit, self._settings.max_in_flight - await self._store.in_flight())
-            if limit <= 0:
-                return 0
         held, probing = await self._breakers(now)
         claimed = 0
         for platform in probing:
@@ -123,6 +134,7 @@ class Dispatcher:
             lease_seconds=self._settings.lease_seconds,
             tenant_cursor=self._cursor,
             held_platforms=held,
+            max_in_flight=self._settings.max_in_flight,
         )
         async with self._store.claim_due(request) as claim:
             jobs = list(claim.jobs)
@@ -170,6 +182,12 @@ class Dispatcher:
         return {j.job_id for j in jobs if j.job_id not in deferred}
 
     async def _breakers(self, now: datetime) -> tuple[frozenset[str], list[str]]:
+        """Platforms held by an open breaker, and those due a probe (re-read at most
+        every ``breaker_refresh`` seconds: they change rarely)."""
+        loop = asyncio.get_running_loop()
+        read_at, held_view, _ = self._breaker_view
+        if loop.time() - read_at < self._settings.breaker_refresh:
+            return held_view, []
         held: set[str] = set()
         probing: list[str] = []
         for breaker in await self._store.breakers():
@@ -183,6 +201,7 @@ class Dispatcher:
                 > timedelta(seconds=self._breaker.probe_timeout_seconds)
             ):
                 await self._store.reopen_stale_probe(breaker.platform, now)
+        self._breaker_view = (loop.time(), frozenset(held), probing)
         return frozenset(held), probing
 
     async def _probe(self, platform: str, now: datetime) -> int:

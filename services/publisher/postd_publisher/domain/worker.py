@@ -78,7 +78,7 @@ class WorkerSettings:
     # How long a PUBLISHING job is ours before the reconciler assumes we died; longer
     # than the connectors call deadline.
     lease_seconds: float = 120.0
-    platform_concurrency: int = 16
+    platform_concurrency: int = 64
 
 
 class PlatformSlots:

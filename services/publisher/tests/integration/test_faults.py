@@ -84,6 +84,12 @@ async def test_a_worker_killed_after_the_platform_published_does_not_post_twice(
 
         await harness.wait_for(stuck_recording, "the worker to wait on its record", within=30)
         first.kill()
+        # The dead worker's half-sent statement dies with its connection (PostgreSQL
+        # would notice the dropped client on its own; here it does not have to wait).
+        await harness.pool.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'postd-publisher' AND wait_event_type = 'Lock'"
+        )
         await lock.rollback()
     assert first.process.returncode == -9
 

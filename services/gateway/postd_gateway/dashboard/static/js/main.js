@@ -103,20 +103,19 @@ async function render({ focus = false } = {}) {
     return;
   }
   const { route, params } = found;
-  if (!route.public && !me) {
-    if (!hasSession()) return toSignIn();
-    try {
-      me = await whoAmI();
-    } catch {
-      return toSignIn();
-    }
-    if (token !== renderToken) return;
-  }
+  if (!route.public && !me && !hasSession()) return toSignIn();
+  // Who is signed in and the page's code, fetched side by side.
+  const [module, who_] = await Promise.all([
+    route.load(),
+    route.public || me ? me : whoAmI().catch(() => null),
+  ]);
+  if (token !== renderToken) return;
+  if (!route.public && !who_) return toSignIn();
+  const first = !me && who_;
+  me = who_;
   setShell(!route.public);
   markNav(route.nav);
   document.title = `${route.title} · POSTD`;
-  const module = await route.load();
-  if (token !== renderToken) return;
   clear(main);
   const ctx = {
     params,
@@ -125,7 +124,7 @@ async function render({ focus = false } = {}) {
     navigate,
     href,
     setTitle: (title) => { document.title = `${title} · POSTD`; },
-    signedIn: (who_) => { me = who_; },
+    signedIn: (who_) => { me = who_; refreshUnread(); },
     refreshUnread,
   };
   try {
@@ -145,7 +144,7 @@ async function render({ focus = false } = {}) {
       main.focus();
     }
   }
-  if (!route.public) refreshUnread();
+  if (!route.public && first) refreshUnread();
 }
 
 // ---------------------------------------------------------------- unread notifications

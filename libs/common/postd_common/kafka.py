@@ -213,13 +213,15 @@ class EventProducer:
     message, or raises ``KafkaException`` when delivery failed for good.
     """
 
-    def __init__(self, settings: KafkaSettings, *, linger_ms: int = 5) -> None:
+    def __init__(
+        self, settings: KafkaSettings, *, linger_ms: int = 5, message_timeout_ms: int = 30000
+    ) -> None:
         config = {
             **settings.base(),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": linger_ms,
-            "message.timeout.ms": 30000,
+            "message.timeout.ms": message_timeout_ms,
         }
         config.pop("allow.auto.create.topics", None)
         self._producer = Producer(config)
@@ -260,12 +262,44 @@ class EventProducer:
             tuple[str, bytes | ProtoMessage, str | bytes | None, Sequence[tuple[str, bytes]] | None]
         ],
     ) -> None:
-        """Produce a batch and wait until every message is acknowledged."""
-        waits = [
-            self.produce(topic, value, key=key, headers=headers)
-            for topic, value, key, headers in items
-        ]
-        await asyncio.gather(*waits)
+        """Produce a batch and wait until every message is acknowledged; raises
+        ``KafkaException`` (the first delivery error) when any was not.
+
+        One future for the whole batch: the delivery callbacks count down in the
+        poll thread and wake the event loop once, not once per message.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        lock = threading.Lock()
+        errors: list[KafkaError] = []
+        state = {"left": 0, "sealed": False}
+
+        def settle() -> None:
+            if errors:
+                _set_exc(future, KafkaException(errors[0]))
+            else:
+                _set_result(future, None)
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            PRODUCED.labels(msg.topic() or "", "error" if err is not None else "ok").inc()
+            with lock:
+                if err is not None:
+                    errors.append(err)
+                state["left"] -= 1
+                done = state["sealed"] and state["left"] == 0
+            if done:
+                loop.call_soon_threadsafe(settle)
+
+        for topic, value, key, headers in items:
+            with lock:
+                state["left"] += 1
+            self._enqueue(topic, value, key, headers, delivered)
+        with lock:
+            state["sealed"] = True
+            done = state["left"] == 0
+        if done:
+            settle()
+        await future
 
     def _enqueue(
         self,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from google.protobuf.wrappers_pb2 import StringValue
 from opentelemetry import trace
 
@@ -288,3 +288,28 @@ async def test_killed_consumer_redelivers_and_idempotent_handler_records_once(
     # The kill landed mid-batch: some messages were handled twice, yet recorded once.
     assert deliveries > total
     assert second.returncode == 0  # SIGTERM is a clean stop
+
+
+async def test_produce_many_waits_for_every_ack_and_reports_a_failure(
+    kafka_settings: KafkaSettings, make_topics
+) -> None:
+    (topic,) = make_topics("many")
+    producer = EventProducer(kafka_settings)
+    try:
+        values = [f"m{i}" for i in range(500)]
+        await producer.produce_many((topic, StringValue(value=v), v.encode(), None) for v in values)
+        got = read_all(kafka_settings, topic, len(values))
+        assert sorted(StringValue.FromString(m.value()).value for m in got) == sorted(values)
+        await producer.produce_many([])  # nothing to wait for
+    finally:
+        await producer.close()
+    from postd_common.devinfra import free_port
+
+    nowhere = EventProducer(
+        KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}"), message_timeout_ms=300
+    )
+    try:
+        with pytest.raises(KafkaException):
+            await nowhere.produce_many([(topic, b"x", None, None), (topic, b"y", None, None)])
+    finally:
+        await nowhere.close(timeout=1)

@@ -48,7 +48,13 @@ class Stack:
     log: Path
 
 
+# Ports Chromium refuses to open (net::ERR_UNSAFE_PORT) within reach of our offsets.
+BROWSER_UNSAFE_PORTS = frozenset({10080})
+
+
 def _ports_free(offset: int) -> bool:
+    if {BASE_PORTS["gateway"] + offset, BASE_PORTS["sandbox"] + offset} & BROWSER_UNSAFE_PORTS:
+        return False
     for base in BASE_PORTS.values():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:

@@ -280,7 +280,24 @@ async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any
     await reconnect.click()
     await approve_consent(page, stack, "Facebook")
     await page.get_by_role("status").filter(has_text="Connected").first.wait_for()
-    await connection_row(page, "facebook", "Sandbox Coffee Co").get_by_text("Healthy").wait_for()
+    coffee = connection_row(page, "facebook", "Sandbox Coffee Co")
+    await coffee.get_by_text("Healthy").wait_for()
+    # Its story: the status history says what happened, in order.
+    await coffee.get_by_text("Health, history and missed posts").click()
+    history = coffee.get_by_role("heading", name="Status history")
+    await history.wait_for()
+    assert "Revoked" in await coffee.locator("details ul").first.inner_text()
+
+    # ------------------------------------------------------------ disconnect, confirmed
+    bakery = connection_row(page, "facebook", "Sandbox Bakery")
+    await bakery.get_by_role("button", name="Disconnect").click()
+    confirm = page.get_by_role("dialog", name="Disconnect Sandbox Bakery?")
+    await confirm.get_by_role("button", name="Cancel").click()  # nothing happens
+    assert await bakery.locator("h3 .badge").inner_text() == "Healthy"
+    await bakery.get_by_role("button", name="Disconnect").click()
+    await confirm.get_by_role("button", name="Disconnect").click()
+    await bakery.locator("h3 .badge").filter(has_text="Disconnected").wait_for()
+    assert await bakery.get_by_role("button").count() == 0
 
     # ------------------------------------------------------------ health
     await page.get_by_role("link", name="Health").click()

@@ -47,6 +47,12 @@ export function s(tag, attrs, ...children) {
   return el;
 }
 
+/** parent.append(...children), skipping null/false and flattening arrays. */
+export function add(parent, ...children) {
+  append(parent, children);
+  return parent;
+}
+
 export function clear(el) {
   el.replaceChildren();
   return el;
@@ -149,8 +155,11 @@ export function debounce(fn, ms) {
   return wrapped;
 }
 
-/** Mark a button busy while `work` runs; returns work's result. */
-export async function busy(button, work) {
+/**
+ * Mark a button busy while `work` runs; returns work's result. Afterwards the
+ * button is enabled again unless `after` (run last) decides otherwise.
+ */
+export async function busy(button, work, after) {
   button.setAttribute("aria-busy", "true");
   button.disabled = true;
   try {
@@ -158,6 +167,7 @@ export async function busy(button, work) {
   } finally {
     button.removeAttribute("aria-busy");
     button.disabled = false;
+    if (after) after();
   }
 }
 

@@ -157,8 +157,7 @@ export async function refreshUnread() {
     const page = await get("/v1/notifications", { unread_only: true, limit: 1 });
     const n = page.unread_count || 0;
     badge.hidden = n === 0;
-    badge.textContent = String(n);
-    badge.setAttribute("aria-label", `${n} unread`);
+    document.getElementById("unread-n").textContent = String(n);
   } catch {
     badge.hidden = true;
   }

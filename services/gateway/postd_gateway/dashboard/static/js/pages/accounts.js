@@ -220,6 +220,7 @@ export async function render(main, ctx) {
     const status = h("p", { role: "status" });
     const publish = h("button", { type: "button", class: "small primary" }, "Publish them now");
     const cancel = h("button", { type: "button", class: "small" }, "Cancel them");
+    let done = false;
     const run = async (action, button) => {
       await busy(button, async () => {
         status.textContent = action === "publish" ? "Publishing the missed posts…" : "Cancelling the missed posts…";
@@ -227,11 +228,13 @@ export async function render(main, ctx) {
           const out = await post(`/v1/connections/${encodeURIComponent(c.id)}/backfill`, { action });
           const n = out.affected_count ?? out.job_count ?? 0;
           status.textContent = action === "publish" ? `${plural(n, "post", "posts")} queued again.` : `${plural(n, "post", "posts")} cancelled.`;
-          publish.disabled = true;
-          cancel.disabled = true;
+          done = true;
         } catch (err) {
           status.textContent = err.message;
         }
+      }, () => {
+        publish.disabled = done;
+        cancel.disabled = done;
       });
     };
     publish.addEventListener("click", () => run("publish", publish));

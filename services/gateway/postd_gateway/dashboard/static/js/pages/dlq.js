@@ -58,6 +58,7 @@ export async function render(main, ctx) {
 
   function syncButtons() {
     replaySelected.disabled = chosen.size === 0;
+    replayAll.disabled = shown === 0;
     replaySelected.textContent = chosen.size ? `Replay selected (${num(chosen.size)})` : "Replay selected";
     const boxes = [...tbody.querySelectorAll("input[type=checkbox]")];
     selectAll.checked = boxes.length > 0 && boxes.every((b) => b.checked);
@@ -98,7 +99,6 @@ export async function render(main, ctx) {
       shown += rows.length;
       cursor = page.next_cursor;
       more.hidden = !cursor;
-      replayAll.disabled = shown === 0;
       summary.textContent = shown ? `Showing ${plural(shown, "dead letter", "dead letters")}${cursor ? "; more are available" : ""}.` : "The dead-letter queue is empty.";
       if (!reset && rows[0]) rows[0].querySelector("input").focus();
       syncButtons();
@@ -127,7 +127,7 @@ export async function render(main, ctx) {
     } catch (err) {
       progress.finish(`Replay stopped: ${err.message}`);
     }
-  }));
+  }, syncButtons));
   replayAll.addEventListener("click", async () => {
     const ok = await confirmDialog({
       title: "Replay every matching dead letter?",
@@ -151,7 +151,7 @@ export async function render(main, ctx) {
       } catch (err) {
         progress.finish(`Replay stopped: ${err.message}`);
       }
-    });
+    }, syncButtons);
   });
   selectAll.addEventListener("change", () => {
     for (const box of tbody.querySelectorAll("input[type=checkbox]")) {

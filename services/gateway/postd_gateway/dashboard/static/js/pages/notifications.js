@@ -30,10 +30,13 @@ export async function render(main, ctx) {
   main.append(list, h("div", { class: "load-more" }, summary, more));
   let cursor = null;
   let shown = 0;
+  let unread = 0;
 
   function item(n) {
     const unread = !n.read_at;
-    const action = n.action_url ? sameSite(n.action_url) : null;
+    const resolved = n.alert_state === "resolved";
+    // Once its alert is resolved, a notification is a record; its link no longer helps.
+    const action = n.action_url && !resolved ? sameSite(n.action_url) : null;
     const read = h("button", { type: "button", class: "small" }, "Mark read");
     read.addEventListener("click", () => busy(read, async () => {
       try {
@@ -48,10 +51,10 @@ export async function render(main, ctx) {
     const li = h("li", { class: ["card", "notification", unread ? "unread" : ""], "data-notification-id": n.id },
       h("div", null,
         h("h2", null, n.platform ? platformIcon(n.platform, { small: true }) : null, " ", n.title, " ",
-          badge(capitalise(words(n.severity)), SEVERITY_TONE[n.severity] || "neutral"),
+          resolved ? badge("Resolved", "ok") : badge(capitalise(words(n.severity)), SEVERITY_TONE[n.severity] || "neutral"),
           unread ? h("span", { class: "visually-hidden" }, " (unread)") : null),
         h("p", { class: "small" }, n.message),
-        h("p", { class: "small muted" }, timeEl(n.created_at), n.alert_state ? ` · alert ${words(n.alert_state)}` : "")),
+        h("p", { class: "small muted" }, timeEl(n.created_at), n.alert_state && !resolved ? ` · alert ${words(n.alert_state)}` : "")),
       h("div", { class: "conn-actions" },
         action ? h("a", { class: "button small primary", href: action }, action.includes("/v1/connect/") ? "Reconnect" : "Open") : null,
         unread ? read : null));
@@ -72,7 +75,8 @@ export async function render(main, ctx) {
       shown += items.length;
       cursor = page.next_cursor;
       more.hidden = !cursor;
-      markAll.disabled = page.unread_count === 0;
+      unread = page.unread_count;
+      markAll.disabled = unread === 0;
       summary.textContent = shown
         ? `Showing ${plural(shown, "notification", "notifications")}; ${num(page.unread_count)} unread.`
         : "No notifications.";
@@ -95,7 +99,7 @@ export async function render(main, ctx) {
     } catch (err) {
       announce(err.message, { assertive: true });
     }
-  }));
+  }, () => { markAll.disabled = unread === 0; }));
   unreadOnly.addEventListener("change", () => load(true));
   more.addEventListener("click", () => busy(more, () => load(false)));
   await load(true);

@@ -1,7 +1,7 @@
 // One post: each target's status, followed live by polling until every job is done.
 
 import { get, post, capabilities } from "../api.js";
-import { h, clear, announce, when, timeEl, words, capitalise, busy, confirmDialog } from "../dom.js";
+import { h, add, clear, announce, when, timeEl, words, capitalise, busy, confirmDialog } from "../dom.js";
 import { platformIcon, platformName } from "../icons.js";
 import { jobBadge, TERMINAL_JOB_STATES, TERMINAL_POST_STATES } from "../status.js";
 
@@ -62,7 +62,7 @@ export async function render(main, ctx) {
       }
       seen.set(job.id, job.state);
     }
-    clear(textBox).append(h("div", { class: "body" }, p.content.text || "(no text)"),
+    add(clear(textBox), h("div", { class: "body" }, p.content.text || "(no text)"),
       p.content.link ? h("p", { class: "link" }, p.content.link) : null);
     clear(actions);
     if (p.status === "scheduled" || p.status === "awaiting_approval") {

@@ -136,7 +136,7 @@ export async function render(main) {
     } catch (err) {
       progress.finish(`Replay stopped: ${err.message}`);
     }
-  }));
+  }, syncButtons));
   rangeForm.addEventListener("submit", (event) => {
     event.preventDefault();
     busy(rangeButton, async () => {

@@ -620,6 +620,20 @@ async def end_to_end(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
         "retried": sum(1 for r in rows if r["attempt_count"] > 1),
         "reconciled": sum(r["reconciled"] for r in rows),
         "cpu_s_per_1000": {k: round(v / max(1, len(published)) * 1000, 2) for k, v in cpu.items()},
+        # What 2 cores given to this system alone would carry at this CPU cost.
+        "capacity_2_cores": round(
+            2000 / max(sum(cpu.values()) / max(1, len(published)) * 1000, 1e-9), 1
+        ),
+        "capacity_2_cores_without_sandbox": round(
+            2000
+            / max(
+                (sum(cpu.values()) - cpu.get("sandbox (test double)", 0.0))
+                / max(1, len(published))
+                * 1000,
+                1e-9,
+            ),
+            1,
+        ),
         "cpu_share": {k: round(v / max(sum(cpu.values()), 1e-9), 3) for k, v in cpu.items()},
     }
 
@@ -648,6 +662,7 @@ async def run() -> dict[str, Any]:
     )
     result: dict[str, Any] = {}
     try:
+        result["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
         writes = await raw_pg_writes(dsn)
         produced, consumed = await asyncio.to_thread(raw_broker, bootstrap)
         result["raw"] = {
@@ -663,6 +678,7 @@ async def run() -> dict[str, Any]:
         for rate in RATES if "e2e" in PARTS else ():
             await _start_sandbox(stack)
             result["end_to_end"].append(await end_to_end(stack, rate, SECONDS))
+        result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         await _stop(stack.connectors)
         await _stop(stack.sandbox)
@@ -719,7 +735,17 @@ def report(result: dict[str, Any]) -> None:
     print()
     for e in result["end_to_end"]:
         per = ", ".join(f"{k} {v:.2f}" for k, v in e["cpu_s_per_1000"].items())
-        print(f"- {e['target_rate']}/s: CPU seconds per 1,000 jobs: {per}.")
+        print(
+            f"- {e['target_rate']}/s: CPU seconds per 1,000 jobs: {per}; at that cost two "
+            f"cores given to this system alone carry about {e['capacity_2_cores']:,.0f} jobs/s "
+            f"({e['capacity_2_cores_without_sandbox']:,.0f}/s without the sandbox's share). "
+            f"Reconciled: {e['reconciled']}; on the platform: {e['on_platform']:,}."
+        )
+    print()
+    print(
+        "Load on the machine during the run (other work shares these cores): "
+        f"{result.get('loadavg', 'n/a')}."
+    )
 
 
 def main() -> dict[str, Any]:

@@ -39,12 +39,16 @@ class KafkaOutlet:
         topics: Sequence[TopicSpec],
         *,
         send_timeout: float = 10.0,
-        producer_factory: Callable[[KafkaSettings], EventProducer] = EventProducer,
+        producer_factory: Callable[[KafkaSettings], EventProducer] | None = None,
     ) -> None:
         self._settings = settings
         self._topics = list(topics)
         self._timeout = send_timeout
-        self._factory = producer_factory
+        # librdkafka gives up when we do, so no message is delivered after we
+        # released its job (that would only be a harmless duplicate, but still).
+        self._factory = producer_factory or (
+            lambda s: EventProducer(s, message_timeout_ms=max(1, int(send_timeout * 1000)))
+        )
         self._producer: EventProducer | None = None
         self._topics_ready = False
         self._lock = asyncio.Lock()

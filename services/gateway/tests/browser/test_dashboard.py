@@ -103,6 +103,24 @@ async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any
     await check_page(page, "linked accounts")
     await page.screenshot(path=str(screenshots / "linked-accounts.png"))
 
+    # Keyboard: the first Tab reaches the skip link, which moves the focus to the page;
+    # the next Tab lands on a control there, with a visible focus ring.
+    await page.reload()
+    await page.get_by_role("heading", name="Linked accounts", level=1).wait_for()
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("() => document.activeElement.id") == "main"
+    await page.keyboard.press("Tab")
+    focused = await page.evaluate(
+        "() => { const e = document.activeElement; const s = getComputedStyle(e);"
+        " return [e.closest('main') !== null, s.outlineStyle, parseFloat(s.outlineWidth)]; }"
+    )
+    assert focused[0]
+    assert focused[1] == "solid"
+    assert focused[2] >= 2
+    assert page.url.rstrip("/") == stack.gateway
+
     # ------------------------------------------------------------ create post: over the limit
     await page.get_by_role("link", name="Create post").click()
     await page.get_by_role("heading", name="Create post", level=1).wait_for()
@@ -339,6 +357,23 @@ async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any
     await page.wait_for_url(re.compile(r"/sign-in"))
     gone = await context.request.get(f"{stack.gateway}/v1/me")
     assert gone.status == 401
+
+    # ------------------------------------------------------------ a viewer sees, cannot act
+    created = await context.request.post(
+        f"{stack.gateway}/v1/api-keys",
+        headers={"Authorization": f"Bearer {stack.api_key}", "Idempotency-Key": marker},
+        data={"name": "browser test viewer", "role": "viewer"},
+    )
+    assert created.status == 201
+    viewer = Stack(stack.gateway, stack.sandbox, (await created.json())["key"], stack.log)
+    await sign_in(page, viewer)
+    await page.locator("li.conn").first.wait_for()
+    assert await page.get_by_role("button", name="Refresh now").count() == 0
+    assert await page.get_by_role("button", name="Disconnect").count() == 0
+    assert await page.get_by_role("link", name="Connect Facebook").count() == 0
+    await check_page(page, "linked accounts (viewer)")
+    await page.get_by_role("link", name="Create post").click()
+    await page.get_by_text("Creating posts needs the editor role").wait_for()
 
     assert not console.errors, "the browser console reported:\n" + "\n".join(console.errors)
     await context.close()

@@ -91,6 +91,7 @@ function toSignIn() {
 
 async function render({ focus = false } = {}) {
   const token = ++renderToken;
+  rendered = location.pathname + location.search;
   if (leave) {
     try { leave(); } catch { /* a page's clean-up must not stop navigation */ }
     leave = null;
@@ -177,7 +178,16 @@ document.addEventListener("click", (event) => {
   render({ focus: true });
 });
 
-window.addEventListener("popstate", () => render({ focus: true }));
+// A change of the hash alone (the skip link, an anchor) is not a new page.
+let rendered = location.pathname + location.search;
+window.addEventListener("popstate", () => {
+  if (location.pathname + location.search === rendered) return;
+  render({ focus: true });
+});
+document.querySelector(".skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
 whenSignedOut(() => {
   if (me) {
     announce("Your session has ended. Please sign in again.", { assertive: true });

@@ -65,5 +65,12 @@ export function jobBadge(state) {
   return h("span", { class: ["badge", tone], "data-state": state }, capitalise(words(state)));
 }
 
+const RANK = { viewer: 1, editor: 2, admin: 3, owner: 4 };
+
+/** Whether the signed-in person's role reaches `role` (the API checks it too). */
+export function can(me, role) {
+  return Boolean(me) && (RANK[me.role] || 0) >= RANK[role];
+}
+
 export const TERMINAL_JOB_STATES = new Set(["published", "failed", "cancelled"]);
 export const TERMINAL_POST_STATES = new Set(["published", "partially_published", "failed", "cancelled", "rejected"]);

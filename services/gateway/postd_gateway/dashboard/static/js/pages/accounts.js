@@ -3,7 +3,7 @@
 import { get, post, capabilities, apiUrl } from "../api.js";
 import { h, clear, announce, timeEl, when, plural, busy, notice, confirmDialog, nextId } from "../dom.js";
 import { platformIcon, platformName } from "../icons.js";
-import { connectionBadge, connectionState, needsPerson } from "../status.js";
+import { connectionBadge, connectionState, needsPerson, can } from "../status.js";
 
 const PAGE_SIZE = 50;
 const STATUSES = [
@@ -63,7 +63,7 @@ export async function render(main, ctx) {
     [...caps].sort((a, b) => a.display_name.localeCompare(b.display_name)).map((p) => h("li", null,
       h("a", { class: "button", href: connectUrl(p.platform, ctx), "data-platform": p.platform },
         platformIcon(p.platform, { small: true }), h("span", { class: "visually-hidden" }, "Connect "), p.display_name))));
-  main.append(h("section", { class: "card connect", "aria-labelledby": "connect-h", "aria-describedby": "connect-hint" },
+  if (can(ctx.me, "editor")) main.append(h("section", { class: "card connect", "aria-labelledby": "connect-h", "aria-describedby": "connect-hint" },
     h("div", { class: "row" },
       h("h2", { id: "connect-h" }, "Connect an account"),
       h("p", { class: "muted small", id: "connect-hint" }, "You approve access on the platform, then come back here.")),
@@ -132,7 +132,7 @@ export async function render(main, ctx) {
 
     const actions = h("div", { class: "conn-actions" });
     const result = h("p", { class: "small muted", role: "status" });
-    if (c.status !== "disconnected") {
+    if (c.status !== "disconnected" && can(ctx.me, "editor")) {
       const refresh = h("button", { type: "button", class: "small", "aria-describedby": headingId }, "Refresh now");
       refresh.addEventListener("click", () => busy(refresh, () => refreshNow(c, li, result)));
       actions.append(refresh);
@@ -143,9 +143,11 @@ export async function render(main, ctx) {
           "aria-describedby": headingId,
         }, "Reconnect"));
       }
-      const disconnect = h("button", { type: "button", class: "small", "aria-describedby": headingId }, "Disconnect");
-      disconnect.addEventListener("click", () => disconnectConnection(c, li, disconnect));
-      actions.append(disconnect);
+      if (can(ctx.me, "admin")) {
+        const disconnect = h("button", { type: "button", class: "small", "aria-describedby": headingId }, "Disconnect");
+        disconnect.addEventListener("click", () => disconnectConnection(c, li, disconnect));
+        actions.append(disconnect);
+      }
     }
 
     const body = h("div", { class: "conn-body" });
@@ -207,7 +209,7 @@ export async function render(main, ctx) {
       } else {
         content.append(h("p", { class: "error-text" }, `Health could not be loaded: ${health.reason.message}`));
       }
-      if (missed.status === "fulfilled" && missed.value.missed_count > 0) {
+      if (missed.status === "fulfilled" && missed.value.missed_count > 0 && can(ctx.me, "editor")) {
         content.append(backfill(c, missed.value));
       } else if (missed.status === "fulfilled") {
         content.append(h("p", { class: "muted" }, missed.value.paused ? "Publishing is paused; no post has been missed yet." : "No missed posts."));

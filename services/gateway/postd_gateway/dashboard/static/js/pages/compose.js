@@ -4,7 +4,7 @@
 import { get, post, capabilities, newIdempotencyKey, ApiError } from "../api.js";
 import { h, clear, announce, num, plural, bytes, duration, charCount, debounce, nextId, confirmDialog } from "../dom.js";
 import { platformIcon, platformName } from "../icons.js";
-import { connectionBadge } from "../status.js";
+import { connectionBadge, can } from "../status.js";
 
 const MAX_ACCOUNTS = 2000; // beyond this, the picker asks for a search
 const FORMAT_WORDS = {
@@ -57,6 +57,11 @@ function mediaRule(fmt) {
 }
 
 export async function render(main, ctx) {
+  if (!can(ctx.me, "editor")) {
+    main.append(h("h1", null, "Create post"),
+      h("p", null, `Creating posts needs the editor role or higher; you are signed in as ${ctx.me.role}.`));
+    return null;
+  }
   const caps = await capabilities();
   const capOf = Object.fromEntries(caps.map((c) => [c.platform, c]));
   main.append(h("div", { class: "page-head" },

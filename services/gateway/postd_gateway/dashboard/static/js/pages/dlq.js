@@ -5,6 +5,7 @@ import { get, post, capabilities, allPages } from "../api.js";
 import { h, clear, timeEl, words, capitalise, plural, num, busy, notice, confirmDialog, announce } from "../dom.js";
 import { platformIcon, platformName } from "../icons.js";
 import { progressBox, inBatches } from "../bulk.js";
+import { can } from "../status.js";
 
 const CATEGORIES = ["auth_revoked", "auth_expired", "permission_missing", "rate_limited", "content_rejected", "transient",
   "platform_outage", "invalid_request", "quota_exceeded", "not_found", "unknown"];
@@ -34,8 +35,9 @@ export async function render(main, ctx) {
   const selectAll = h("input", { type: "checkbox", id: "dlq-all", "aria-label": "Select every dead letter shown" });
   const tbody = h("tbody");
   const messages = h("div");
+  const mayReplay = can(ctx.me, "editor");
   main.append(messages,
-    h("div", { class: "row" }, replaySelected, replayAll),
+    mayReplay ? h("div", { class: "row" }, replaySelected, replayAll) : null,
     progress.el,
     h("div", { class: "card table-wrap" }, h("table", { class: "data", id: "dlq-table" },
       h("caption", { class: "visually-hidden" }, "Dead letters"),

@@ -3,7 +3,7 @@
 import { get, post, capabilities } from "../api.js";
 import { h, add, clear, announce, when, timeEl, words, capitalise, busy, confirmDialog } from "../dom.js";
 import { platformIcon, platformName } from "../icons.js";
-import { jobBadge, TERMINAL_JOB_STATES, TERMINAL_POST_STATES } from "../status.js";
+import { jobBadge, can, TERMINAL_JOB_STATES, TERMINAL_POST_STATES } from "../status.js";
 
 export async function render(main, ctx) {
   const id = ctx.params.id;
@@ -65,7 +65,7 @@ export async function render(main, ctx) {
     add(clear(textBox), h("div", { class: "body" }, p.content.text || "(no text)"),
       p.content.link ? h("p", { class: "link" }, p.content.link) : null);
     clear(actions);
-    if (p.status === "scheduled" || p.status === "awaiting_approval") {
+    if ((p.status === "scheduled" || p.status === "awaiting_approval") && can(ctx.me, "editor")) {
       const cancel = h("button", { type: "button" }, "Cancel post");
       cancel.addEventListener("click", async () => {
         if (!(await confirmDialog({ title: "Cancel this post?", body: "Jobs that have not gone out yet are cancelled.", confirm: "Cancel post", danger: true }))) return;

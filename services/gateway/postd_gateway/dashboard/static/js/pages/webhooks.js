@@ -4,7 +4,7 @@
 import { get, post, capabilities } from "../api.js";
 import { h, clear, timeEl, words, capitalise, plural, num, busy, notice, announce } from "../dom.js";
 import { platformIcon, platformName } from "../icons.js";
-import { badge } from "../status.js";
+import { badge, can } from "../status.js";
 import { progressBox, inBatches } from "../bulk.js";
 
 const VERDICTS = ["accepted", "duplicate", "challenge_answered", "rejected_signature", "rejected_stale",
@@ -21,7 +21,7 @@ function localInput(date) {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
-export async function render(main) {
+export async function render(main, ctx) {
   const caps = await capabilities().catch(() => []);
   const platform = h("select", { id: "wh-platform" }, h("option", { value: "" }, "All platforms"),
     caps.map((p) => h("option", { value: p.platform }, p.display_name)));
@@ -55,7 +55,7 @@ export async function render(main) {
   main.append(h("section", { class: "card", "aria-labelledby": "events-h" },
     h("h2", { id: "events-h" }, "Received events"),
     messages,
-    h("div", { class: "row" }, replaySelected),
+    can(ctx.me, "admin") ? h("div", { class: "row" }, replaySelected) : null,
     progress.el,
     h("div", { class: "table-wrap" }, h("table", { class: "data" },
       h("caption", { class: "visually-hidden" }, "Received webhook events"),
@@ -64,7 +64,7 @@ export async function render(main) {
         h("th", { scope: "col" }, "Verdict"), h("th", { scope: "col" }, "Processing"), h("th", { scope: "col", class: "num" }, "Replays"))),
       tbody)),
     h("div", { class: "load-more" }, summary, more),
-    h("details", { class: "more" }, h("summary", null, "Replay everything a platform sent in a time range"), rangeForm)));
+    can(ctx.me, "admin") ? h("details", { class: "more" }, h("summary", null, "Replay everything a platform sent in a time range"), rangeForm) : null));
 
   let cursor = null;
   let shown = 0;

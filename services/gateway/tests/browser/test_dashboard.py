@@ -358,6 +358,37 @@ async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any
     gone = await context.request.get(f"{stack.gateway}/v1/me")
     assert gone.status == 401
 
+    # ------------------------------------------------------------ the badges' words
+    # (the page's own modules, imported as the dashboard imports them)
+    assets = await page.get_attribute('meta[name="postd-assets"]', "content")
+    badges = await page.evaluate(
+        """async (assets) => {
+            const { connectionState } = await import(`${assets}/js/status.js`);
+            const now = Date.parse("2026-03-01T12:00:00Z");
+            const inDays = (d) => new Date(now + d * 86400000 - 60000).toISOString();
+            return [
+                connectionState({ status: "healthy", expires_at: null }, now),
+                connectionState({ status: "expiring_soon", expires_at: inDays(3) }, now),
+                connectionState({ status: "healthy", expires_at: inDays(1) }, now),
+                connectionState(
+                    { status: "healthy", expires_at: inDays(1), has_refresh_token: true }, now),
+                connectionState({ status: "attention" }, now),
+                connectionState({ status: "revoked" }, now),
+                connectionState({ status: "disconnected" }, now),
+            ].map((s) => `${s.label}/${s.tone}`);
+        }""",
+        assets,
+    )
+    assert badges == [
+        "Healthy/ok",
+        "Expires in 3 days/warn",
+        "Expires in 1 day/warn",
+        "Healthy/ok",
+        "Requires action/bad",
+        "Revoked/bad",
+        "Disconnected/neutral",
+    ]
+
     # ------------------------------------------------------------ a viewer sees, cannot act
     created = await context.request.post(
         f"{stack.gateway}/v1/api-keys",

@@ -185,7 +185,7 @@ SELECT * FROM claimed
 """
 
 # Close attempts, move jobs and queue their results: many records, one statement.
-RECORD_ATTEMPTS_SQL = f"""
+RECORD_ATTEMPTS_SQL = """
 WITH r AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[],
@@ -220,7 +220,7 @@ WITH r AS (
       FROM r
      WHERE j.id = r.id AND j.tenant_id = r.tenant_id AND j.state = 'PUBLISHING'
        AND j.attempt_count = r.attempt
-    RETURNING {JOB_COLUMNS}
+    RETURNING j.id
 ), closed_breakers AS (
     DELETE FROM publisher.breakers b
      WHERE b.platform IN (SELECT r.platform FROM r JOIN moved m ON m.id = r.id
@@ -1537,21 +1537,19 @@ class PostgresJobStore:
             # The common outcomes of concurrent attempts go in one statement.
             return await self._records.submit(record)
         async with self._pool.acquire() as conn, conn.transaction():
-            moved = await self._record_rows(conn, [record])
-            if not moved:
+            if not await self._record_rows(conn, [record]):
                 return False
-            await self._record_extras(conn, record, moved[0])
+            await self._record_extras(conn, record)
             return True
 
     async def _record_many(self, records: list[AttemptRecord]) -> list[bool]:
         async with self._pool.acquire() as conn:
             moved = await self._record_rows(conn, records)
-        done = {job.id for job in moved}
-        return [r.job.id in done for r in records]
+        return [r.job.id in moved for r in records]
 
-    async def _record_rows(self, conn: Conn, records: Sequence[AttemptRecord]) -> list[Job]:
+    async def _record_rows(self, conn: Conn, records: Sequence[AttemptRecord]) -> set[str]:
         """Close the attempts, move the jobs and queue their result events in ONE
-        statement. Returns the jobs that moved (a job the reconciler took back
+        statement. Returns the ids of the jobs that moved (a job the reconciler took back
         meanwhile does not; its attempt row is closed all the same)."""
         columns: list[list[Any]] = [[] for _ in range(24)]
         for record in records:
@@ -1587,9 +1585,9 @@ class PostgresJobStore:
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         rows = await conn.fetch(self.q(RECORD_ATTEMPTS_SQL), *columns)
-        return [job_from_row(row) for row in rows]
+        return {str(row["id"]) for row in rows}
 
-    async def _record_extras(self, conn: Conn, record: AttemptRecord, updated: Job) -> None:
+    async def _record_extras(self, conn: Conn, record: AttemptRecord) -> None:
         """Dead letter, pause, quota block and breaker change of one record."""
         job = record.job
         if record.dead_letter_reason:
@@ -1616,7 +1614,7 @@ class PostgresJobStore:
                 conn,
                 [
                     dead_letter_message(
-                        updated,
+                        job,
                         record.attempt,
                         record.dead_letter_reason,
                         self._topics.jobs,

@@ -355,7 +355,11 @@ class PostService:
         if not await self._store.set_approval(
             tenant_id, post_id, Approval.APPROVED, by, note, self._now()
         ):
-            return await self.approve(tenant_id, post_id, by, note)
+            # Someone decided first: answer from what they decided.
+            post = await self.get(tenant_id, post_id)
+            if post.approval is Approval.APPROVED:
+                return post
+            _check_pending(post, "approved")
         self._wake()
         return await self.get(tenant_id, post_id)
 

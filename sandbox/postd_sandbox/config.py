@@ -64,6 +64,8 @@ class SandboxSettings:
     # How long the `timeout` fault hangs before answering 504 (longer than any
     # sane client timeout).
     timeout_hang_seconds: float = 300.0
+    # Meta's hourly app allowance behind X-App-Usage (see platforms/meta.py).
+    meta_app_calls_per_hour: int = 2_000
     # Email of the service account that signs Pub/Sub push requests.
     google_pubsub_service_account: str = "pubsub-push@postd-sandbox.iam.gserviceaccount.com"
 
@@ -118,6 +120,11 @@ def load_settings(environ: Mapping[str, str]) -> SandboxSettings:
     port = _int(environ, "POSTD_SANDBOX_PORT", DEFAULT_PORT)
     if not 0 < port < 65536:
         raise SettingsError(f"POSTD_SANDBOX_PORT out of range: {port}")
+    meta_calls = _int(environ, "POSTD_SANDBOX_META_APP_CALLS_PER_HOUR", 2_000)
+    if meta_calls < 1:
+        raise SettingsError(
+            f"POSTD_SANDBOX_META_APP_CALLS_PER_HOUR must be at least 1: {meta_calls}"
+        )
     public_url = environ.get("POSTD_SANDBOX_PUBLIC_URL", "").strip().rstrip("/")
     if not public_url:
         public_url = f"http://{DEFAULT_HOST}:{port}"
@@ -165,6 +172,7 @@ def load_settings(environ: Mapping[str, str]) -> SandboxSettings:
         timeout_hang_seconds=_float(
             environ, "POSTD_SANDBOX_TIMEOUT_HANG_SECONDS", base.timeout_hang_seconds
         ),
+        meta_app_calls_per_hour=meta_calls,
         google_pubsub_service_account=environ.get(
             "POSTD_SANDBOX_PUBSUB_SERVICE_ACCOUNT", ""
         ).strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -38,6 +39,9 @@ class Fault:
     delay_ms: int | None = None
     status: int | None = None
     error: str | None = None
+    # The share of matching requests it applies to (1: every one); ``times`` counts
+    # only the requests it applied to.
+    probability: float = 1.0
     hits: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -52,6 +56,7 @@ class Fault:
             "delay_ms": self.delay_ms,
             "status": self.status,
             "error": self.error,
+            "probability": self.probability,
             "hits": self.hits,
         }
 
@@ -66,9 +71,10 @@ def _opt_int(payload: dict[str, Any], name: str) -> int | None:
 
 
 class FaultBook:
-    def __init__(self) -> None:
+    def __init__(self, rng: random.Random | None = None) -> None:
         self._faults: list[Fault] = []
         self._ids = itertools.count(1)
+        self._rng = rng or random.Random()
 
     def add_from_json(self, payload: dict[str, Any], platforms: set[str]) -> Fault:
         platform = payload.get("platform")
@@ -94,6 +100,13 @@ class FaultBook:
             raise FaultError("platform_error needs `error`: a key of the platform's error table")
         if kind is FaultKind.SLOW and _opt_int(payload, "delay_ms") is None:
             raise FaultError("slow needs delay_ms")
+        probability = payload.get("probability", 1.0)
+        if (
+            isinstance(probability, bool)
+            or not isinstance(probability, int | float)
+            or not 0 < probability <= 1
+        ):
+            raise FaultError("probability must be a number in (0, 1]")
         fault = Fault(
             id=f"fault_{next(self._ids)}",
             platform=platform,
@@ -105,6 +118,7 @@ class FaultBook:
             delay_ms=_opt_int(payload, "delay_ms"),
             status=_opt_int(payload, "status"),
             error=error if isinstance(error, str) else None,
+            probability=float(probability),
         )
         self._faults.append(fault)
         return fault
@@ -123,6 +137,8 @@ class FaultBook:
             if fault.account != "*" and fault.account not in accounts:
                 continue
             if fault.path_contains and fault.path_contains not in path:
+                continue
+            if fault.probability < 1.0 and self._rng.random() >= fault.probability:
                 continue
             fault.hits += 1
             if fault.times > 0:

@@ -225,3 +225,25 @@ async def test_bad_fault_requests_are_refused(client: Any) -> None:
     assert resp.status == 400
     resp = await client.post("/_sandbox/faults", json={"platform": "meta", "kind": "slow"})
     assert resp.status == 400
+
+
+async def test_probability_applies_a_fault_to_a_share_of_requests(client: Any) -> None:
+    token = (await meta_page_tokens(client))[PAGE]
+    await add_fault(client, platform="meta", kind="server_error", times=-1, probability=0.25)
+    statuses = [(await feed_post(client, token, f"Share {n}")).status for n in range(200)]
+    failed = sum(1 for s in statuses if s >= 500)
+    # Binomial(200, 0.25): 50 expected; these bounds fail about once in a million runs.
+    assert 20 <= failed <= 85, failed
+    assert sum(1 for s in statuses if s == 200) == 200 - failed
+    listed = await (await client.get("/_sandbox/faults")).json()
+    assert listed["faults"][0]["probability"] == 0.25
+    assert listed["faults"][0]["hits"] == failed
+
+
+@pytest.mark.parametrize("probability", [0, -0.5, 1.5, "half", True])
+async def test_bad_probability_is_refused(client: Any, probability: Any) -> None:
+    resp = await client.post(
+        "/_sandbox/faults",
+        json={"platform": "meta", "kind": "server_error", "probability": probability},
+    )
+    assert resp.status == 400

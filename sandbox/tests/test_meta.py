@@ -435,3 +435,23 @@ async def test_insights_grow_with_time(client: Any) -> None:
         )
     ).json()
     assert len(page["data"][0]["values"]) == 2
+
+
+async def test_app_usage_follows_the_configured_allowance(sandbox_client: Any) -> None:
+    client = await sandbox_client(meta_app_calls_per_hour=4)
+    page_token = (await connect(client))[COFFEE_PAGE]
+    seen = []
+    for n in range(3):
+        resp = await client.post(
+            f"{GRAPH}/{COFFEE_PAGE}/feed",
+            data={"message": f"Allowance post {n}", "access_token": page_token},
+        )
+        assert resp.status == 200
+        seen.append(json.loads(resp.headers["X-App-Usage"])["call_count"])
+    # The calls connect() made count too; the share climbs to 100 % of four calls.
+    assert seen[-1] == 100
+    assert seen == sorted(seen)
+    # An hour later the window is empty again.
+    await client.post("/_sandbox/clock", json={"advance_seconds": 3601})
+    resp = await client.get(f"{GRAPH}/{COFFEE_PAGE}", params={"access_token": page_token})
+    assert json.loads(resp.headers["X-App-Usage"])["call_count"] == 25

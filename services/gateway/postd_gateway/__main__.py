@@ -1,11 +1,13 @@
 """``python -m postd_gateway`` serves HTTP; ``bootstrap-dev-tenant`` creates the dev tenant;
-``set-flag`` sets a feature flag's rollout stage (an operator action)."""
+``set-flag`` sets a feature flag's rollout stage and ``create-tenants`` creates tenants
+with an API key each (operator actions: onboarding, load tests)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
+import json
 import os
 from pathlib import Path
 
@@ -18,7 +20,14 @@ from postd_common.telemetry import setup_tracing
 from postd_gateway.adapters.postgres import FlagStore, TenantStore
 from postd_gateway.app import SERVER_LIMITS, SPEC, create_app
 from postd_gateway.config import Settings, load_settings
-from postd_gateway.domain import FLAG_STAGES, FeatureFlag, digest_matches, issue_key, parse_key
+from postd_gateway.domain import (
+    FLAG_STAGES,
+    ROLES,
+    FeatureFlag,
+    digest_matches,
+    issue_key,
+    parse_key,
+)
 
 log = get_logger("postd_gateway")
 
@@ -91,6 +100,33 @@ async def set_flag(settings: Settings, flag: FeatureFlag) -> None:
         await pool.close()
 
 
+async def create_tenants(
+    settings: Settings, *, slug_prefix: str, count: int, role: str, out: Path
+) -> None:
+    """``count`` tenants ``<slug_prefix>-<n>`` (kept if they exist), each with a new API
+    key of ``role``; the keys are shown once, written to ``out`` (JSON, 0600)."""
+    await db.migrate_dsn(settings.common.database_url, "gateway", SPEC.migrations or Path())
+    pool = await db.create_pool(settings.common.database_url, max_size=4)
+    created: list[dict[str, str]] = []
+    try:
+        store = TenantStore(pool)
+        for n in range(count):
+            slug = f"{slug_prefix}-{n}"
+            tenant_id = await store.ensure_tenant(slug, slug)
+            issued = issue_key(settings.common.environment)
+            await store.add_key(
+                tenant_id, issued.key_id, issued.digest, name="create-tenants", role=role
+            )
+            created.append({"tenant_id": tenant_id, "slug": slug, "api_key": issued.secret})
+    finally:
+        await pool.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch(mode=0o600)
+    out.chmod(0o600)
+    out.write_text(json.dumps(created, indent=1))
+    print(f"{len(created)} tenant(s), each with an API key of role {role}; keys written to {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m postd_gateway")
     sub = parser.add_subparsers(dest="command")
@@ -102,6 +138,13 @@ def main() -> None:
     flag.add_argument("--integration", default="", help="a platform; empty: all")
     flag.add_argument("--beta-percent", type=int, default=10, choices=range(101), metavar="0-100")
     flag.add_argument("--description", default="")
+    tenants = sub.add_parser(
+        "create-tenants", help="create tenants with an API key each (keys written to --out)"
+    )
+    tenants.add_argument("--slug-prefix", required=True)
+    tenants.add_argument("--count", type=int, default=1, choices=range(1, 100_001), metavar="N")
+    tenants.add_argument("--role", choices=ROLES, default="owner")
+    tenants.add_argument("--out", type=Path, required=True, help="JSON file (mode 0600)")
     args = parser.parse_args()
     settings = load_settings(os.environ) if args.command else None
 
@@ -116,6 +159,19 @@ def main() -> None:
             args.name, args.integration, args.stage, args.beta_percent, args.description
         )
         run("gateway", lambda stop: set_flag(settings, wanted))
+        return
+    if args.command == "create-tenants":
+        assert settings is not None
+        run(
+            "gateway",
+            lambda stop: create_tenants(
+                settings,
+                slug_prefix=args.slug_prefix,
+                count=args.count,
+                role=args.role,
+                out=args.out,
+            ),
+        )
         return
 
     run("gateway", lambda stop: serve(load_settings(os.environ), stop))

@@ -4,6 +4,14 @@
 KAFKA_BOOTSTRAP are given), creates topics, starts the sandbox and every service
 as supervised child processes with prefixed, readable logs, creates a dev tenant
 and API key, prints where the gateway listens, and runs until Ctrl-C or ``down``.
+
+For tools that drive a running stack (``bench/``, chaos tests), it keeps
+``<state>/pids.json`` current (its own pid, each child's and the embedded servers',
+restart counts, the DSN and bootstrap address) and answers two signals:
+``SIGUSR1`` restarts the embedded broker empty on the same port and re-creates the
+topics (a broker that lost everything); ``SIGUSR2`` restarts the embedded PostgreSQL
+(fast shutdown, then start on the same data folder). Each is counted in pids.json
+once done. Neither applies to servers given by DATABASE_URL / KAFKA_BOOTSTRAP.
 """
 
 from __future__ import annotations
@@ -183,6 +191,11 @@ class Stack:
         self.children: dict[str, Child] = {}
         self.stop = asyncio.Event()
         self.failure: str | None = None
+        self.dsn = ""
+        self.bootstrap = ""
+        self.infra_restarts = {"broker": 0, "postgres": 0}
+        self._infra_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- infrastructure
     def start_infra(self) -> tuple[str, str]:
@@ -211,6 +224,75 @@ class Stack:
             self.broker.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+    def restart_broker(self) -> None:
+        """Stop the embedded broker, start it again empty on the same port and
+        re-create the topics, as an operator would after losing a broker. Blocks."""
+        assert self.broker is not None
+        self.broker.stop()
+        _wait_port_closed(self.broker.port)
+        self.broker.start()
+        kafka = KafkaSettings(bootstrap=self.broker.bootstrap, client_id="postd-devstack")
+        if not broker_reachable(kafka, timeout=10):
+            raise EmbeddedServerError(f"Kafka broker at {self.broker.bootstrap} does not answer")
+        ensure_topics(kafka, ALL_TOPICS)
+
+    def restart_postgres(self) -> None:
+        """Fast shutdown of the embedded PostgreSQL (clients disconnected, open
+        transactions aborted), then start on the same data folder. Blocks."""
+        assert self.postgres is not None
+        self.postgres.stop()
+        _wait_port_closed(self.postgres.port)
+        self.postgres.start()
+
+    def on_infra_signal(self, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._restart_infra(what))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _restart_infra(self, what: str) -> None:
+        server = self.broker if what == "broker" else self.postgres
+        if server is None:
+            say(f"{what} restart asked, but it is not embedded here: ignored")
+            return
+        async with self._infra_lock:
+            say(f"restarting the embedded {what}" + (" empty" if what == "broker" else ""))
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(
+                    self.restart_broker if what == "broker" else self.restart_postgres
+                )
+            except EmbeddedServerError as exc:
+                self.failure = f"{what} did not come back: {exc}"
+                self.stop.set()
+                return
+            self.infra_restarts[what] += 1
+            self.write_pids()
+            say(f"{what} back in {time.monotonic() - started:.1f}s")
+
+    def write_pids(self) -> None:
+        """``<state>/pids.json``: who is who, for tools driving this stack (replaced
+        atomically, so a reader never sees half a file)."""
+        children = {
+            name: child.process.pid
+            for name, child in self.children.items()
+            if child.process is not None and child.process.returncode is None
+        }
+        data = {
+            "devstack": os.getpid(),
+            "postgres": self.postgres.pid if self.postgres is not None else None,
+            "broker": self.broker.pid if self.broker is not None else None,
+            "services": children,
+            "restarts": {name: child.restarts for name, child in self.children.items()},
+            "infra_restarts": dict(self.infra_restarts),
+            "database_url": self.dsn,
+            "kafka_bootstrap": self.bootstrap,
+            "ports": {name: self.s.port(name) for name in ("sandbox", *SERVICES)},
+        }
+        path = self.s.state / "pids.json"
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(data, indent=2))
+        temporary.replace(path)
 
     # -- environment for children
     def child_env(self, dsn: str, bootstrap: str) -> dict[str, str]:
@@ -287,6 +369,7 @@ class Stack:
             await asyncio.sleep(delay)
             if not self.stop.is_set():
                 await child.start()
+                self.write_pids()
 
     async def bootstrap_tenant(self, env: dict[str, str]) -> str | None:
         key_file = self.s.state / "dev-api-key"
@@ -315,11 +398,14 @@ class Stack:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.on_infra_signal, "broker")
+        loop.add_signal_handler(signal.SIGUSR2, self.on_infra_signal, "postgres")
         for name in IDENTITIES:
             generate_keypair(state / "identity", name)
         started = time.monotonic()
         try:
             dsn, bootstrap = await asyncio.to_thread(self.start_infra)
+            self.dsn, self.bootstrap = dsn, bootstrap
             env = self.child_env(dsn, bootstrap)
             names = ["sandbox", *SERVICES]
             missing = [n for n in names if not available(n)]
@@ -331,6 +417,7 @@ class Stack:
                 self.children[name] = child
                 say(f"starting {name}")
                 await child.start()
+                self.write_pids()
                 if not await self.ready(name):
                     self.failure = self.failure or f"{name} did not become ready"
                     break
@@ -347,9 +434,11 @@ class Stack:
             say("stopping")
             for name in reversed(list(self.children)):
                 await self.children[name].stop()
-            await asyncio.to_thread(self.stop_infra)
-            with contextlib.suppress(FileNotFoundError):
-                (state / "devstack.pid").unlink()
+            async with self._infra_lock:
+                await asyncio.to_thread(self.stop_infra)
+            for stale in ("pids.json", "devstack.pid"):
+                with contextlib.suppress(FileNotFoundError):
+                    (state / stale).unlink()
         if self.failure:
             say(f"\033[31m{self.failure}\033[0m", sys.stderr)
             return 1
@@ -372,6 +461,12 @@ class Stack:
         for line in lines:
             print(f"  {line}", flush=True)
         print("═" * width + "\n", flush=True)
+
+
+def _wait_port_closed(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def down(state: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -229,3 +230,35 @@ async def test_outages_across_tenants_ask_to_open_the_breaker(tenants: int) -> N
         opened.append(bool(store.records[0].open_breaker_reason))
         assert store.records[0].breaker_failure
     assert opened == [False, False, False, tenants == 2]
+
+
+async def test_publishes_per_platform_are_bounded() -> None:
+    in_flight = 0
+    peak = 0
+
+    class SlowConnectors(FakeConnectors):
+        async def publish_post(self, request: Any) -> PublishReply:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+            return PublishReply(status="PUBLISHED", platform_post_id="1")
+
+    publisher = PublishWorker(
+        FakeStore(make_job()),  # type: ignore[arg-type]
+        SlowConnectors(),  # type: ignore[arg-type]
+        retry=RetryPolicy(),
+        breaker=BreakerPolicy(),
+        settings=WorkerSettings(worker_id="w1", platform_concurrency=2),
+        clock=lambda: NOW,
+    )
+    stores = [FakeStore(make_job(id=f"j{i}")) for i in range(6)]
+
+    async def one(store: FakeStore) -> None:
+        claimed = ClaimedJob(store.job, 1, NOW, "")
+        async with publisher._slots.slot("facebook"):
+            await publisher.attempt(claimed)
+
+    await asyncio.gather(*(one(s) for s in stores))
+    assert peak == 2

@@ -255,8 +255,11 @@ def test_ports_and_addresses_match_the_code(rendered: dict[str, list[dict[str, A
                 p["name"]: p["port"] for p in find(objs, "Service", svc)["spec"]["ports"]
             }
             if svc == "gateway":
+                metrics_port = METRICS_PORTS["gateway"]
                 assert settings["POSTD_GATEWAY_PORT"] == str(GATEWAY_PORT)
-                assert service_ports == {"http": GATEWAY_PORT}
+                assert settings["POSTD_METRICS_LISTEN"] == f"0.0.0.0:{metrics_port}"
+                assert service_ports == {"http": GATEWAY_PORT, "metrics": metrics_port}
+                assert spec["livenessProbe"]["httpGet"]["path"] == "/livez"
                 continue
             grpc_port, metrics_port = GRPC_PORTS[svc], METRICS_PORTS[svc]
             assert settings["POSTD_GRPC_LISTEN"] == f"0.0.0.0:{grpc_port}"

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from postd_common import db
 from postd_common.logging import configure_logging, get_logger
-from postd_common.service import run
+from postd_common.metrics import serve_metrics
+from postd_common.service import StartupError, run
 from postd_common.telemetry import setup_tracing
 from postd_gateway.adapters.postgres import FlagStore, TenantStore
 from postd_gateway.app import SERVER_LIMITS, SPEC, create_app
@@ -35,6 +36,12 @@ log = get_logger("postd_gateway")
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     configure_logging("gateway", settings.common.log_level)
     setup_tracing("gateway", settings.common.otlp_endpoint)
+    try:
+        serve_metrics(settings.common.metrics_listen)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {settings.common.metrics_listen}: {exc}"
+        ) from exc
     runner = web.AppRunner(
         create_app(settings),
         access_log=None,

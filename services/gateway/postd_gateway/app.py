@@ -208,6 +208,12 @@ async def ready(request: web.Request) -> web.Response:
     )
 
 
+async def alive(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers. Dependencies are /readyz's business, so a
+    database outage never restarts the gateway."""
+    return web.json_response({"status": "alive"})
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -306,7 +312,7 @@ def create_app(settings: Settings) -> web.Application:
             limiter=limiter,
         )
         app[CHECKS] = {
-            **healthz.backend_checks(settings.backends),
+            **healthz.backend_checks({n: settings.backends[n] for n in settings.health_backends}),
             "database": healthz.database_check(pool),
             "broker": healthz.broker_check(settings.common.kafka),
         }
@@ -342,7 +348,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", health)
     app.router.add_get("/readyz", ready)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/livez", alive)
+    if settings.public_metrics:
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs)
     dashboard.mount(app, settings.dashboard_path)

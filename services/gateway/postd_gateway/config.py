@@ -58,6 +58,12 @@ class Settings:
     idempotency_ttl_seconds: int
     dashboard_path: str
     jwt: JwtSettings
+    # /metrics on the public listener too (development); in production Prometheus
+    # scrapes the metrics listener (POSTD_METRICS_LISTEN) and the public port has none.
+    public_metrics: bool = False
+    # The backends /healthz asks; in a cluster whose NetworkPolicy keeps the vault out
+    # of the gateway's reach, the vault is left out (POSTD_GATEWAY_HEALTH_BACKENDS).
+    health_backends: tuple[str, ...] = BACKENDS
 
     @property
     def secure_cookies(self) -> bool:
@@ -65,6 +71,16 @@ class Settings:
 
     def redirect_uri(self, platform: str) -> str:
         return f"{self.public_url}/oauth/callback/{platform}"
+
+
+def _health_backends(env: EnvReader) -> tuple[str, ...]:
+    names = env.items("POSTD_GATEWAY_HEALTH_BACKENDS", BACKENDS)
+    unknown = sorted(set(names) - set(BACKENDS))
+    if unknown:
+        env.problems.append(
+            f"POSTD_GATEWAY_HEALTH_BACKENDS names unknown services: {', '.join(unknown)}"
+        )
+    return tuple(n for n in names if n in BACKENDS)
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -91,6 +107,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         http_port=port,
         public_url=env.text("POSTD_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
         backends={name: service_addr(env, name) for name in BACKENDS},
+        health_backends=_health_backends(env),
         max_body_bytes=env.integer("POSTD_GATEWAY_MAX_BODY_BYTES", 1_048_576, minimum=1024),
         webhook_max_body_bytes=env.integer(
             "POSTD_GATEWAY_WEBHOOK_MAX_BODY_BYTES", 1_048_576, minimum=1024
@@ -107,6 +124,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         idempotency_ttl_seconds=env.integer("POSTD_GATEWAY_IDEMPOTENCY_TTL", 24 * 3600, minimum=60),
         dashboard_path=dashboard_path,
+        public_metrics=env.flag("POSTD_GATEWAY_PUBLIC_METRICS", common.is_development),
         jwt=JwtSettings(
             jwks_url=jwks_url,
             issuer=issuer,

@@ -26,6 +26,7 @@ async def _start_gateway(env: dict[str, str], log: Path) -> tuple[asyncio.subpro
         **os.environ,
         **env,
         "POSTD_GATEWAY_PORT": str(port),
+        "POSTD_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
         # A day-long window: the test cannot straddle two windows but by a freak.
         "POSTD_GATEWAY_RATE_WINDOW": "86400",
     }

@@ -1497,12 +1497,13 @@ class PostgresJobStore:
                 first.lease_seconds,
                 first.worker_id,
             )
-            by_id = {row["id"]: row for row in rows}
+            claimed = {(row["id"], row["attempt_count"]): row for row in rows}
             out: list[ClaimedJob | None] = []
             for want in wanted:
-                # A duplicate delivery in the same batch gets nothing: one claim each.
-                row = by_id.pop(want.job_id, None)
-                if row is None or row["attempt_count"] != want.attempt:
+                # The claim goes to the delivery of that attempt; a duplicate of it in
+                # the same batch, or a stale delivery of another attempt, gets nothing.
+                row = claimed.pop((want.job_id, want.attempt), None)
+                if row is None:
                     out.append(None)
                     continue
                 job = job_from_row(row)

@@ -114,6 +114,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             max_in_flight=env.integer("POSTD_DISPATCH_MAX_IN_FLIGHT", 2000, minimum=0),
             batch_window=env.number("POSTD_DISPATCH_BATCH_WINDOW_SECONDS", 0.02, minimum=0.0),
             reconcile_interval=env.number("POSTD_RECONCILE_SECONDS", 1.0, minimum=0.05),
+            max_lost_workers=env.integer("POSTD_PUBLISH_MAX_LOST_WORKERS", 3, minimum=1),
         ),
         publish_timeout=publish_timeout,
         call_timeout=env.number("POSTD_CONNECTORS_TIMEOUT_SECONDS", 5.0, minimum=0.1),

@@ -511,8 +511,9 @@ class JobStore(Protocol):
 
     async def reopen_stale_probe(self, platform: str, now: datetime) -> None: ...
 
-    async def sweep_stale(self, now: datetime, limit: int) -> StaleSweep:
-        """Bring back jobs whose dispatch or worker was lost (lease passed)."""
+    async def sweep_stale(self, now: datetime, limit: int, max_lost_workers: int = 3) -> StaleSweep:
+        """Bring back jobs whose dispatch or worker was lost (lease passed); a job
+        that has now stopped ``max_lost_workers`` workers is dead-lettered instead."""
         ...
 
     async def prune(self, ledger_before: datetime, events_before: datetime) -> None: ...

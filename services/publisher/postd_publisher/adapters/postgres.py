@@ -1069,6 +1069,7 @@ class PostgresJobStore:
                               state_reason = 'Replayed from the dead-letter queue with its '
                                              || 'original idempotency key.',
                               run_at = $2, budget_used = 0, dead_lettered = false,
+                              lost_workers = 0,
                               replay_count = j.replay_count + 1, finished_at = NULL,
                               updated_at = $2
                          FROM publisher.jobs s
@@ -1404,7 +1405,7 @@ class PostgresJobStore:
             reason,
         )
 
-    async def sweep_stale(self, now: datetime, limit: int) -> StaleSweep:
+    async def sweep_stale(self, now: datetime, limit: int, max_lost_workers: int = 3) -> StaleSweep:
         async with self._pool.acquire() as conn, conn.transaction():
             redispatched = await conn.fetchval(
                 self.q(
@@ -1423,34 +1424,102 @@ class PostgresJobStore:
                 now,
                 limit,
             )
-            recovered = await conn.fetchval(
+            dead = await conn.fetch(
                 self.q(
-                    """WITH dead AS (
-                           SELECT id FROM publisher.jobs
-                            WHERE state = 'PUBLISHING' AND run_at < $1
-                            ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
-                       moved AS (
-                           UPDATE publisher.jobs j
-                              SET state = 'RETRYING', run_at = $1, updated_at = $1,
-                                  outcome_unknown = true,
-                                  state_reason = 'The worker publishing it stopped; the next '
-                                                 || 'attempt first checks whether the post '
-                                                 || 'went out.'
-                             FROM dead WHERE j.id = dead.id
-                         RETURNING j.id, j.attempt_count),
-                       closed AS (
-                           UPDATE publisher.attempts a
-                              SET outcome = 'UNKNOWN', ended_at = $1,
-                                  reason = 'The worker stopped before recording an outcome.'
-                             FROM moved
-                            WHERE a.job_id = moved.id AND a.number = moved.attempt_count
-                              AND a.outcome = 'IN_PROGRESS' RETURNING 1)
-                       SELECT count(*) FROM moved"""
+                    f"""SELECT {JOB_COLUMNS}, j.lost_workers FROM publisher.jobs j
+                         WHERE j.state = 'PUBLISHING' AND j.run_at < $1
+                         ORDER BY j.run_at LIMIT $2 FOR UPDATE SKIP LOCKED"""
                 ),
                 now,
                 limit,
             )
+            if dead:
+                await conn.execute(
+                    self.q(
+                        """UPDATE publisher.attempts a
+                              SET outcome = 'UNKNOWN', ended_at = $3,
+                                  reason = 'The worker stopped before recording an outcome.'
+                             FROM unnest($1::uuid[], $2::int[]) AS d(id, number)
+                            WHERE a.job_id = d.id AND a.number = d.number
+                              AND a.outcome = 'IN_PROGRESS'"""
+                    ),
+                    [r["id"] for r in dead],
+                    [r["attempt_count"] for r in dead],
+                    now,
+                )
+            retry = [r["id"] for r in dead if r["lost_workers"] + 1 < max_lost_workers]
+            await conn.execute(
+                self.q(
+                    """UPDATE publisher.jobs
+                          SET state = 'RETRYING', run_at = $2, updated_at = $2,
+                              outcome_unknown = true, lost_workers = lost_workers + 1,
+                              state_reason = 'The worker publishing it stopped; the next '
+                                             || 'attempt first checks whether the post '
+                                             || 'went out.'
+                        WHERE id = ANY($1::uuid[])"""
+                ),
+                retry,
+                now,
+            )
+            for row in dead:
+                if row["lost_workers"] + 1 >= max_lost_workers:
+                    await self._set_aside(conn, job_from_row(row), row["lost_workers"] + 1, now)
+            recovered = len(dead)
         return StaleSweep(int(redispatched), int(recovered))
+
+    async def _set_aside(self, conn: Conn, job: Job, lost: int, now: datetime) -> None:
+        """Dead-letter a job whose publishing stopped ``lost`` workers."""
+        reason = (
+            f"Set aside: the worker publishing it stopped {lost} times, so it is not "
+            "retried automatically. A replay looks the post up before publishing again."
+        )
+        error = PlatformError(
+            category=Category.UNKNOWN.proto(), platform=job.platform, message=reason
+        )
+        await conn.execute(
+            self.q(
+                """UPDATE publisher.jobs
+                      SET state = 'FAILED', state_reason = $2, dead_lettered = true,
+                          outcome_unknown = true, lost_workers = lost_workers + 1,
+                          last_error = $3, last_category = 'UNKNOWN', finished_at = $4,
+                          updated_at = $4
+                    WHERE id = $1"""
+            ),
+            uuid.UUID(job.id),
+            reason,
+            error.SerializeToString(),
+            now,
+        )
+        await conn.execute(
+            self.q(
+                """INSERT INTO publisher.dead_letters
+                   (job_id, tenant_id, post_id, connection_id, platform, category, reason,
+                    dead_lettered_at)
+                   VALUES ($1, $2, $3, $4, $5, 'UNKNOWN', $6, $7)
+                   ON CONFLICT (job_id) DO UPDATE
+                      SET category = EXCLUDED.category, reason = EXCLUDED.reason,
+                          dead_lettered_at = EXCLUDED.dead_lettered_at"""
+            ),
+            uuid.UUID(job.id),
+            job.tenant_id,
+            uuid.UUID(job.post_id),
+            job.connection_id,
+            job.platform,
+            reason,
+            now,
+        )
+        event = ResultEvent(
+            outcome="DEAD_LETTERED", attempt=job.attempt_count, finished_at=now, error=error
+        )
+        await self._emit(
+            conn,
+            [
+                result_message(job, event, self._topics.results),
+                dead_letter_message(
+                    job, job.attempt_count, reason, self._topics.jobs, self._topics.dlq
+                ),
+            ],
+        )
 
     async def prune(self, ledger_before: datetime, events_before: datetime) -> None:
         async with self._pool.acquire() as conn:

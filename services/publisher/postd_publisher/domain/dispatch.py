@@ -54,6 +54,8 @@ class DispatchSettings:
     breaker_refresh: float = 1.0
     reconcile_interval: float = 1.0
     quota_refresh_interval: float = 600.0
+    # A job whose publishing stopped this many workers is set aside (dead-lettered).
+    max_lost_workers: int = 3
 
 
 class Dispatcher:
@@ -257,7 +259,9 @@ class Reconciler:
                 if loop.time() - last_rules > self._settings.quota_refresh_interval:
                     last_rules = loop.time()
                     await self.refresh_quota_rules()
-                sweep = await self._store.sweep_stale(self._now(), 1000)
+                sweep = await self._store.sweep_stale(
+                    self._now(), 1000, self._settings.max_lost_workers
+                )
                 if sweep.redispatched or sweep.recovered:
                     log.warning(
                         "lost jobs brought back",

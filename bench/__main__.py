@@ -4,6 +4,8 @@ Each ``bench/<name>.py`` is runnable on its own (``python -m bench.<name>``) and
 prints a Markdown section; this runner runs them one after another in fresh
 processes (so one does not warm up or starve the next), then writes
 ``bench/results/report.md`` and prints it. ``BENCH_ONLY=vault,gateway`` narrows it.
+``bench.launch`` (the whole stack) takes ``BENCH_SCALE=small|full``; ``bench.chaos``
+is not a benchmark and runs on its own (``make chaos``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SKIP = {"__init__", "__main__", "baseline", "harness"}
+SKIP = {"__init__", "__main__", "baseline", "harness", "chart", "chaos"}
 
 
 def modules() -> list[str]:

@@ -324,11 +324,19 @@ class EventProducer:
         return int(await asyncio.to_thread(self._producer.flush, timeout))
 
     async def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to ``timeout``), then release the client. Idempotent."""
+        if self._stopping.is_set():
+            return
         remaining = await self.flush(timeout)
         if remaining:
             log.warning("producer closed with undelivered messages", remaining=remaining)
         self._stopping.set()
         await asyncio.to_thread(self._thread.join, 2.0)
+        # Release librdkafka's handle now (its threads would otherwise keep
+        # reconnecting to a broker that is gone until the object is collected).
+        close = getattr(self._producer, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

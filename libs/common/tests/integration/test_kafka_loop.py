@@ -313,3 +313,15 @@ async def test_produce_many_waits_for_every_ack_and_reports_a_failure(
             await nowhere.produce_many([(topic, b"x", None, None), (topic, b"y", None, None)])
     finally:
         await nowhere.close(timeout=1)
+
+
+async def test_producer_close_delivers_then_releases_and_is_idempotent(
+    kafka_settings: KafkaSettings, make_topics
+) -> None:
+    [topic] = make_topics("close")
+    producer = EventProducer(kafka_settings)
+    await producer.produce(topic, StringValue(value="before-close"), key=b"k")
+    await producer.close()
+    await producer.close()  # a second close is harmless
+    got = read_all(kafka_settings, topic, expected=1)
+    assert [StringValue.FromString(m.value()).value for m in got] == ["before-close"]

@@ -47,39 +47,17 @@ async def vault_address(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[str]:
     """The real vault servicer in-process (own schema, a fresh local keyring)."""
-    from postd_vault.app import MIGRATIONS as VAULT_MIGRATIONS
-    from postd_vault.app import build as build_vault
-    from postd_vault.config import load_settings as vault_settings
+    from postd_vault.testing import running_vault
 
-    schema = schema_name("vault_for_health")
-    await db.migrate_dsn(infra.dsn, schema, VAULT_MIGRATIONS)
-    keyring = tmp_path_factory.mktemp("vault") / "keyring.json"
-    settings = vault_settings(
-        {
-            "POSTD_ENV": "test",
-            "DATABASE_URL": infra.dsn,
-            "POSTD_VAULT_KEYRING_FILE": str(keyring),
-            "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "vault.key"),
-            "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
-        }
-    )
-    runtime = Runtime(
-        settings=settings.common, pool=pg_pool, producer=None, signer=None, verifier=None
-    )
-    parts = await build_vault(runtime, settings, schema=schema)
-    server = create_server(
-        service="vault",
-        address="127.0.0.1:0",
-        register=parts.register,
-        service_names=parts.service_names,
+    async with running_vault(
+        dsn=infra.dsn,
+        pool=pg_pool,
+        identity_dir=identity_dir,
         verifier=verifier_for("vault"),
-        policy=parts.policy,
-    )
-    await server.start()
-    yield f"127.0.0.1:{server.port}"
-    await server.stop(0)
-    for close in parts.on_close:
-        await close()
+        keyring=tmp_path_factory.mktemp("vault") / "keyring.json",
+        schema=schema_name("vault_for_health"),
+    ) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,7 @@ from postd_connectors.servicer import POLICY as CONNECTORS_POLICY
 from postd_connectors.servicer import SERVICE as CONNECTORS_SERVICE
 from postd_connectors.servicer import ConnectorsServicer
 from postd_connectors.servicer import register as register_connectors
-from postd_connectors.testing import InMemoryTokenStore, RunningSandbox, start_sandbox
+from postd_connectors.testing import RunningSandbox, start_sandbox
 from postd_publisher.app import MIGRATIONS, Publisher, assemble
 from postd_publisher.config import Settings, load_settings
 from postd_publisher.servicer import SERVICE, access_policy, register
@@ -93,7 +93,6 @@ async def connectors_schema(infra: TestInfra) -> str:
 @dataclass
 class VaultHandle:
     address: str
-    server: GrpcServer
 
 
 @pytest.fixture(scope="session")
@@ -103,44 +102,19 @@ async def vault(
     identity_dir: Path,
     verifier_for: Callable[[str], IdentityVerifier],
     tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[VaultHandle | None]:
-    """The real vault servicer in-process (own schema, local keyring), when present."""
-    try:
-        from postd_vault.app import MIGRATIONS as VAULT_MIGRATIONS
-        from postd_vault.app import build as build_vault
-        from postd_vault.config import load_settings as vault_settings
-    except ImportError:
-        yield None
-        return
-    schema = schema_name("vault_for_publisher")
-    await db.migrate_dsn(infra.dsn, schema, VAULT_MIGRATIONS)
-    keyring = tmp_path_factory.mktemp("vault") / "keyring.json"
-    settings = vault_settings(
-        {
-            "POSTD_ENV": "test",
-            "DATABASE_URL": infra.dsn,
-            "POSTD_VAULT_KEYRING_FILE": str(keyring),
-            "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "vault.key"),
-            "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
-        }
-    )
-    runtime = Runtime(
-        settings=settings.common, pool=pg_pool, producer=None, signer=None, verifier=None
-    )
-    parts = await build_vault(runtime, settings, schema=schema)
-    server = create_server(
-        service="vault",
-        address="127.0.0.1:0",
-        register=parts.register,
-        service_names=parts.service_names,
+) -> AsyncIterator[VaultHandle]:
+    """The real vault servicer in-process (own schema, local keyring)."""
+    from postd_vault.testing import running_vault
+
+    async with running_vault(
+        dsn=infra.dsn,
+        pool=pg_pool,
+        identity_dir=identity_dir,
         verifier=verifier_for("vault"),
-        policy=parts.policy,
-    )
-    await server.start()
-    yield VaultHandle(f"127.0.0.1:{server.port}", server)
-    await server.stop(0)
-    for close in parts.on_close:
-        await close()
+        keyring=tmp_path_factory.mktemp("vault") / "keyring.json",
+        schema=schema_name("vault_for_publisher"),
+    ) as address:
+        yield VaultHandle(address)
 
 
 @dataclass
@@ -207,7 +181,7 @@ async def platforms(
     identity_dir: Path,
     signer_for: Callable[[str], IdentitySigner],
     verifier_for: Callable[[str], IdentityVerifier],
-    vault: VaultHandle | None,
+    vault: VaultHandle,
     topics: Topics,
 ) -> AsyncIterator[Platforms]:
     sandbox = await start_sandbox()
@@ -233,15 +207,8 @@ async def platforms(
         pg_pool, lambda t, v, k, h: producer.produce(t, v, key=k, headers=h), idle_seconds=0.05
     )
     repo = PostgresConnections(pg_pool, convert.event_encoder(events_topic), relay.wake.set)
-    vault_channel = None
-    tokens: Any
-    if vault is not None:
-        vault_channel = open_channel(
-            vault.address, signer=signer_for("connectors"), audience="vault"
-        )
-        tokens = VaultTokenStore(vault_channel)
-    else:
-        tokens = InMemoryTokenStore()
+    vault_channel = open_channel(vault.address, signer=signer_for("connectors"), audience="vault")
+    tokens = VaultTokenStore(vault_channel)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.http_timeout))
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     service = build_service(settings, repo=repo, tokens=tokens, session=session)
@@ -269,8 +236,7 @@ async def platforms(
             await asyncio.wait_for(relay_task, 5)
         await gateway.close()
         await health.close()
-        if vault_channel is not None:
-            await vault_channel.close()
+        await vault_channel.close()
         await server.stop(0)
         await session.close()
         await http.close()

@@ -78,36 +78,26 @@ class Stack:
 async def _start_vault(
     infra: TestInfra,
     identity_dir: Path,
-    signer: IdentitySigner,
     verifier: IdentityVerifier,
     tmp: Path,
 ) -> tuple[str, Callable[[], Any]]:
-    from postd_vault.app import SPEC as VAULT_SPEC
-    from postd_vault.app import build as build_vault
-    from postd_vault.config import load_settings as vault_settings
+    from postd_vault.testing import running_vault
 
-    schema = unique("vault_wr").replace("-", "_")
-    await db.migrate_dsn(infra.dsn, schema, Path(VAULT_SPEC.migrations or ""))
-    addr = f"127.0.0.1:{free_port()}"
-    settings = vault_settings(
-        {
-            "DATABASE_URL": infra.dsn,
-            "POSTD_ENV": "test",
-            "POSTD_GRPC_LISTEN": addr,
-            "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "vault.key"),
-            "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
-            "POSTD_VAULT_KEYRING_FILE": str(tmp / "keyring.json"),
-        }
-    )
     pool = await db.create_pool(infra.dsn, max_size=5)
-    runtime = Runtime(settings.common, pool, None, signer, verifier)
-    parts = await build_vault(runtime, settings, schema=schema)
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(runtime, dataclasses.replace(VAULT_SPEC), parts, stop))
+    stack = contextlib.AsyncExitStack()
+    addr = await stack.enter_async_context(
+        running_vault(
+            dsn=infra.dsn,
+            pool=pool,
+            identity_dir=identity_dir,
+            verifier=verifier,
+            keyring=tmp / "keyring.json",
+            schema=unique("vault_wr").replace("-", "_"),
+        )
+    )
 
     async def close() -> None:
-        stop.set()
-        await task
+        await stack.aclose()
         await pool.close()
 
     return addr, close
@@ -155,9 +145,7 @@ async def stack(
     )
     await connectors_server.start()
 
-    vault_addr, close_vault = await _start_vault(
-        infra, identity_dir, signer_for("vault"), verifier_for("vault"), tmp
-    )
+    vault_addr, close_vault = await _start_vault(infra, identity_dir, verifier_for("vault"), tmp)
 
     router_addr = f"127.0.0.1:{free_port()}"
     settings = load_settings(

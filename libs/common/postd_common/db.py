@@ -57,6 +57,24 @@ def load_migrations(directory: Path) -> list[Migration]:
     return migrations
 
 
+class Params:
+    """Positional parameters of a statement assembled from optional filters.
+
+    ``p = Params(tenant_id)``; ``p(value)`` appends a value and returns its
+    placeholder (``$2``); run with ``*p.values``. Only fixed SQL text is ever joined
+    into a statement; every value travels as a bound parameter.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, *initial: Any) -> None:
+        self.values: list[Any] = list(initial)
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"

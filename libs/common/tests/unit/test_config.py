@@ -93,3 +93,12 @@ def test_sasl_without_mechanism_is_refused() -> None:
     load_common(env, "publisher")
     with pytest.raises(ConfigError, match="POSTD_KAFKA_SASL_MECHANISM is required"):
         env.check()
+
+
+def test_params_number_placeholders_in_order() -> None:
+    from postd_common.db import Params
+
+    arg = Params("tenant-1")
+    clause = f"tenant_id = $1 AND platform = {arg('meta')} AND state = ANY({arg(['a', 'b'])})"
+    assert clause == "tenant_id = $1 AND platform = $2 AND state = ANY($3)"
+    assert arg.values == ["tenant-1", "meta", ["a", "b"]]

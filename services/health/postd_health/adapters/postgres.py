@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
 
+from postd_common.db import Params
+
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
@@ -464,12 +466,7 @@ class PostgresStore:
         self, query: CheckQuery, limit: int, after: tuple[datetime, str] | None
     ) -> list[CheckRecord]:
         where = ["true"]
-        args: list[Any] = []
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
+        arg = Params()
         if query.tenant_id:
             where.append(f"tenant_id = {arg(query.tenant_id)}")
         if query.connection_id:
@@ -487,7 +484,7 @@ class PostgresStore:
         rows = await self._pool.fetch(
             f"SELECT * FROM {self._s}.health_checks WHERE {' AND '.join(where)} "  # noqa: S608
             f"ORDER BY checked_at DESC, id DESC LIMIT {arg(limit)}",
-            *args,
+            *arg.values,
         )
         return [_check(r) for r in rows]
 
@@ -771,12 +768,7 @@ class PostgresStore:
         after: tuple[datetime, str] | None,
     ) -> list[Alert]:
         where: list[str] = []
-        args: list[Any] = []
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
+        arg = Params()
         if tenant_id:
             # A tenant sees its own alerts and the platform outages that affect everyone.
             where.append(
@@ -798,7 +790,7 @@ class PostgresStore:
         rows = await self._pool.fetch(
             f"SELECT * FROM {self._s}.alerts WHERE {clause} "  # noqa: S608
             f"ORDER BY started_at DESC, alert_id DESC LIMIT {arg(limit)}",
-            *args,
+            *arg.values,
         )
         return [_alert(r) for r in rows]
 

@@ -17,6 +17,7 @@ from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
 
+from postd_common.db import Params
 from postd_vault.domain.model import (
     AuditAction,
     AuditEntry,
@@ -507,12 +508,7 @@ class PostgresSecretStore:
     @_guarded
     async def list_audit(self, query: AuditQuery) -> list[AuditEvent]:
         clauses: list[str] = []
-        args: list[Any] = []
-
-        def bind(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
+        bind = Params()
         if query.tenant_id:
             clauses.append(f"tenant_id = {bind(query.tenant_id)}")
         if query.connection_id:
@@ -530,7 +526,7 @@ class PostgresSecretStore:
         sql = " ".join(
             (self._sql_audit_select, where, "ORDER BY occurred_at DESC, id DESC LIMIT", limit)
         )
-        rows = await self._pool.fetch(sql, *args)
+        rows = await self._pool.fetch(sql, *bind.values)
         return [
             AuditEvent(
                 id=str(r["id"]),

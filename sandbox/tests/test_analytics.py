@@ -204,3 +204,15 @@ async def test_handshakes(client: Any, aiohttp_server: Any) -> None:
         "/_sandbox/webhooks/handshake", json={"platform": "tiktok", "url": "http://x.test/"}
     )
     assert resp.status == 400
+
+
+def test_pictures_draw_more_interactions_but_not_more_reach() -> None:
+    age = 3 * 86400.0
+    for post in ("p-1", "p-2", "p-3"):
+        text = metrics.cumulative(post, "engagements", age, kind="page_feed")
+        photo = metrics.cumulative(post, "engagements", age, kind="page_photo")
+        assert photo > text
+        assert abs(photo / text - metrics.KIND_INTERACTION_FACTOR["page_photo"]) < 0.05
+        assert metrics.cumulative(post, "impressions", age, kind="page_photo") == (
+            metrics.cumulative(post, "impressions", age, kind="page_feed")
+        )

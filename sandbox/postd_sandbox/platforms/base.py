@@ -146,7 +146,7 @@ class Platform(abc.ABC):
         age = state.clock.now() - post.created_at
         seed = str(post.extra.get("video_id") or post.id)
         return {
-            name: metrics.cumulative(seed, name, age)
+            name: metrics.cumulative(seed, name, age, kind=post.kind)
             for name in (
                 "impressions",
                 "reach",

@@ -913,7 +913,37 @@ class LinkedInPlatform(Platform):
         )
         posts = [p for p in state.posts.find(platform=NAME, account=org_urn) if not p.deleted]
         elements = []
-        if wanted:
+        intervals = _time_intervals(request.query)
+        if intervals is not None and not wanted:
+            start, end, granularity = intervals
+            step = 86400 if granularity == "DAY" else 30 * 86400
+            moment = start
+            while moment < min(end, now):
+                stop = min(moment + step, end)
+                day: dict[str, float] = {}
+                for recorded in posts:
+                    later = share_statistics(recorded.id, stop - recorded.created_at)
+                    earlier = share_statistics(recorded.id, moment - recorded.created_at)
+                    for k, v in later.items():
+                        if k != "engagement":
+                            day[k] = day.get(k, 0) + v - earlier[k]
+                impressions = day.get("impressionCount", 0)
+                engaged = sum(
+                    day.get(k, 0) for k in ("clickCount", "likeCount", "commentCount", "shareCount")
+                )
+                stats: dict[str, Any] = {k: int(v) for k, v in day.items()}
+                stats["engagement"] = round(engaged / impressions, 6) if impressions else 0.0
+                for k in ("impressionCount", "uniqueImpressionsCount", "clickCount"):
+                    stats.setdefault(k, 0)
+                elements.append(
+                    {
+                        "organizationalEntity": org_urn,
+                        "timeRange": {"start": int(moment * 1000), "end": int(stop * 1000)},
+                        "totalShareStatistics": stats,
+                    }
+                )
+                moment = stop
+        elif wanted:
             for urn in wanted:
                 post = state.posts.get(urn)
                 if post is None or post.account != org_urn:
@@ -1029,6 +1059,36 @@ class LinkedInPlatform(Platform):
                 "X-LI-Signature": signing.linkedin_signature(self.app.client_secret, body),
             },
         )
+
+
+def _time_intervals(query: Mapping[str, str]) -> tuple[float, float, str] | None:
+    """``timeIntervals=(timeRange:(start:MS,end:MS),timeGranularityType:DAY)`` (Rest.li 2)
+    or the dotted form ``timeIntervals.timeRange.start`` ...: (start, end, granularity)
+    in seconds. DAY ranges must start and end on UTC midnights, as LinkedIn requires."""
+    raw = query.get("timeIntervals")
+    if raw:
+        found = re.fullmatch(
+            r"\(timeRange:\(start:(\d+),end:(\d+)\),timeGranularityType:(DAY|MONTH)\)", raw
+        )
+        if found is None:
+            raise ApiError(errors.INVALID_PARAM, detail="timeIntervals is malformed")
+        start_ms, end_ms, granularity = found.group(1), found.group(2), found.group(3)
+    elif "timeIntervals.timeRange.start" in query:
+        start_ms = query.get("timeIntervals.timeRange.start", "")
+        end_ms = query.get("timeIntervals.timeRange.end", "")
+        granularity = query.get("timeIntervals.timeGranularityType", "DAY")
+    else:
+        return None
+    try:
+        start, end = int(start_ms) / 1000, int(end_ms) / 1000
+    except ValueError as exc:
+        raise ApiError(errors.INVALID_PARAM, detail="timeRange is malformed") from exc
+    if end <= start or (granularity == "DAY" and (start % 86400 or end % 86400)):
+        raise ApiError(
+            errors.INVALID_PARAM,
+            detail="timeRange must start and end at 00:00 UTC for DAY granularity",
+        )
+    return start, end, granularity
 
 
 def share_statistics(post_id: str, age: float) -> dict[str, Any]:

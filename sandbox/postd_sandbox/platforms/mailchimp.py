@@ -21,7 +21,10 @@ Doc facts relied on (mailchimp.com/developer):
   `POST /campaigns` (type, recipients.list_id, settings.subject_line / from_name /
   reply_to / title); `PUT /campaigns/{id}/content` (html | plain_text);
   `POST /campaigns/{id}/actions/send` and `/actions/schedule` (schedule_time in UTC,
-  on a quarter hour) answer 204; `GET /reports/{id}` for sent campaigns.
+  on a quarter hour) answer 204; `GET /reports/{id}` for sent campaigns;
+  `GET /lists/{id}/activity` (up to 180 days of daily aggregated activity, newest
+  first: day, emails_sent, unique_opens, recipient_clicks, hard_bounce, soft_bounce,
+  subs, unsubs, other_adds, other_removes).
 - Webhooks are unsigned `application/x-www-form-urlencoded` posts
   (`type=subscribe&fired_at=...&data[email]=...`); Mailchimp first checks the URL
   with a GET.
@@ -333,6 +336,7 @@ class MailchimpPlatform(Platform):
             web.get(base + "/", self.root),
             web.get(base + "/lists", self.lists),
             web.get(base + "/lists/{list_id}", self.get_list),
+            web.get(base + "/lists/{list_id}/activity", self.list_activity),
             web.post(base + "/campaigns", self.create_campaign),
             web.get(base + "/campaigns", self.list_campaigns),
             web.get(base + "/campaigns/{campaign_id}", self.get_campaign),
@@ -566,6 +570,56 @@ class MailchimpPlatform(Platform):
             raise ApiError(errors.NOT_FOUND)
         return web.json_response(
             self._audience_json(self._dir(self.state(request)).audiences[list_id])
+        )
+
+    async def list_activity(self, request: web.Request) -> web.Response:
+        """Daily activity of an audience: its campaigns' sends, opens and clicks by the
+        day they happened, and a steady trickle of sign-ups."""
+        user = await self._user(request)
+        list_id = request.match_info["list_id"]
+        if list_id not in user.audience_ids:
+            raise ApiError(errors.NOT_FOUND)
+        state = self.state(request)
+        d = self._dir(state)
+        count = max(1, min(int(request.query.get("count", "10")), 180))
+        now = state.clock.now()
+        today = int(now // 86400) * 86400
+        sent = [
+            c
+            for c in d.campaigns.values()
+            if c.list_id == list_id and c.send_time is not None and c.send_time <= now
+        ]
+        members = d.audiences[list_id].member_count
+        days = []
+        for back in range(count):
+            start = today - back * 86400
+            end = min(start + 86400, now)
+            opens = clicks = emails = 0
+            for campaign in sent:
+                assert campaign.send_time is not None
+                if start <= campaign.send_time < end:
+                    emails += members
+                later = report_figures(campaign.id, members, end - campaign.send_time)
+                earlier = report_figures(campaign.id, members, start - campaign.send_time)
+                opens += later["unique_opens"] - earlier["unique_opens"]
+                clicks += later["unique_clicks"] - earlier["unique_clicks"]
+            index = int(start // 86400)
+            days.append(
+                {
+                    "day": datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d"),
+                    "emails_sent": emails,
+                    "unique_opens": opens,
+                    "recipient_clicks": clicks,
+                    "hard_bounce": 0,
+                    "soft_bounce": 0,
+                    "subs": metrics.daily_account_value(list_id, "follows", index, base=2000.0),
+                    "unsubs": metrics.daily_account_value(list_id, "unsubscribes", index),
+                    "other_adds": 0,
+                    "other_removes": 0,
+                }
+            )
+        return web.json_response(
+            {"activity": days, "list_id": list_id, "total_items": len(days), "_links": []}
         )
 
     async def create_campaign(self, request: web.Request) -> web.Response:

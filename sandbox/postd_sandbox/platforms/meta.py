@@ -1007,8 +1007,8 @@ class MetaPlatform(Platform):
                 "permalink": f"https://www.instagram.com/p/{post.extra.get('shortcode')}/",
                 "shortcode": post.extra.get("shortcode"),
                 "timestamp": graph_time(post.created_at),
-                "like_count": metrics.cumulative(post.id, "likes", age),
-                "comments_count": metrics.cumulative(post.id, "comments", age),
+                "like_count": metrics.cumulative(post.id, "likes", age, kind=post.kind),
+                "comments_count": metrics.cumulative(post.id, "comments", age, kind=post.kind),
                 "owner": {"id": post.account},
                 "username": post.extra.get("username"),
             }
@@ -1350,9 +1350,9 @@ class MetaPlatform(Platform):
                     detail=f"The value must be a valid insights metric: {name}",
                 )
             normalised, title = table[name]
-            value: Any = metrics.cumulative(post.id, normalised, age)
+            value: Any = metrics.cumulative(post.id, normalised, age, kind=post.kind)
             if name == "post_reactions_by_type_total":
-                likes = metrics.cumulative(post.id, "likes", age)
+                likes = metrics.cumulative(post.id, "likes", age, kind=post.kind)
                 value = {"like": likes, "love": likes // 5, "wow": likes // 20}
             data.append(
                 {
@@ -1372,6 +1372,7 @@ class MetaPlatform(Platform):
         period = request.query.get("period", "day")
         now = state.clock.now()
         posts = [p for p in state.posts.find(platform=NAME, account=page_id) if not p.deleted]
+        ends = _day_ends(request.query, now)
         out = []
         for name in names:
             if name not in PAGE_METRICS:
@@ -1381,11 +1382,12 @@ class MetaPlatform(Platform):
                 )
             normalised, title = PAGE_METRICS[name]
             values = []
-            for days_ago in (1, 0):
-                end = now - days_ago * 86400
+            for end in ends:
                 start = end - 86400
                 total = sum(
-                    metrics.between(p.id, normalised, start - p.created_at, end - p.created_at)
+                    metrics.between(
+                        p.id, normalised, start - p.created_at, end - p.created_at, kind=p.kind
+                    )
                     for p in posts
                 )
                 total += metrics.daily_account_value(page_id, normalised, int(end // 86400))
@@ -1420,7 +1422,9 @@ class MetaPlatform(Platform):
                 )
             normalised, title = table[name]
             total = sum(
-                metrics.between(p.id, normalised, now - 86400 - p.created_at, now - p.created_at)
+                metrics.between(
+                    p.id, normalised, now - 86400 - p.created_at, now - p.created_at, kind=p.kind
+                )
                 for p in posts
             ) + metrics.daily_account_value(account, normalised, int(now // 86400))
             out.append(
@@ -1576,6 +1580,45 @@ def meta_signed_request(app_secret: str, payload: Mapping[str, Any]) -> str:
     encoded = base64.urlsafe_b64encode(signing.canonical_json(payload)).rstrip(b"=")
     sig = hmac.new(app_secret.encode(), encoded, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(sig).rstrip(b"=").decode() + "." + encoded.decode()
+
+
+def _day_ends(query: Mapping[str, str], now: float) -> list[float]:
+    """The ``end_time`` of each daily value a Page insights request asks for.
+
+    With ``since`` and ``until`` (Unix seconds or YYYY-MM-DD), one value per whole day
+    between them, each ending at the next midnight (UTC here; Meta uses the Page's
+    zone), as Meta does: the first ``end_time`` is ``since`` plus one day. Days that
+    have not ended are left out; at most 90 days. Without them, the last two 24-hour
+    periods up to now."""
+    since, until = _graph_day(query.get("since")), _graph_day(query.get("until"))
+    if since is None or until is None:
+        return [now - 86400, now]
+    if until - since > 90 * 86400:
+        raise ApiError(
+            errors.INVALID_PARAM,
+            detail="There cannot be more than 90 days (7776000 s) between since and until",
+        )
+    ends = []
+    end = since + 86400
+    while end <= until + 86400 and end <= now:
+        ends.append(end)
+        end += 86400
+    return ends
+
+
+def _graph_day(value: str | None) -> float | None:
+    """Midnight (UTC) of the day a ``since`` / ``until`` value names."""
+    if not value:
+        return None
+    try:
+        if value.isdigit():
+            moment = float(value)
+        else:
+            parsed = datetime.fromisoformat(value)
+            moment = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    except ValueError as exc:
+        raise ApiError(errors.INVALID_PARAM, detail=f"Invalid time value: {value}") from exc
+    return float(int(moment // 86400) * 86400)
 
 
 def _request_fields(params: Mapping[str, str]) -> dict[str, str]:

@@ -577,7 +577,18 @@ class TikTokPlatform(Platform):
             "username": ("user.info.profile", creator.username),
             "follower_count": ("user.info.stats", creator.followers),
             "following_count": ("user.info.stats", 180),
-            "likes_count": ("user.info.stats", 24_000),
+            # Likes over all the creator's videos: a base, plus what its videos drew.
+            "likes_count": (
+                "user.info.stats",
+                24_000
+                + sum(
+                    metrics.cumulative(
+                        str(v.extra.get("video_id")), "likes", state.clock.now() - v.created_at
+                    )
+                    for v in videos
+                    if v.extra.get("video_id")
+                ),
+            ),
             "video_count": ("user.info.stats", len(videos)),
         }
         unknown = [f for f in fields_ if f not in available]

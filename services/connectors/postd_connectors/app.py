@@ -42,6 +42,9 @@ SPEC = ServiceSpec(
     schema="connectors",
     migrations=PACKAGE / "migrations",
     topics=(topics.spec(topics.CONNECTION_EVENTS),),
+    # No session state is left on pooled connections (refresh_lock closes a connection
+    # whose advisory lock it could not release), so releases skip the reset query.
+    pool_session_reset=False,
 )
 
 

@@ -119,6 +119,27 @@ class PublishRecord:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class PublishView:
+    """What a publish reads before calling the platform, from one snapshot: the
+    connection, its record for the idempotency key, and the latest usage block (by
+    the platform's app, or the account) still in force."""
+
+    connection: Connection
+    record: PublishRecord | None
+    blocked_until: datetime | None
+
+
+@dataclass(frozen=True)
+class UsageSeen:
+    """Platform usage to record beside an outcome, keyed as ``record_usage`` keys it
+    (``app``: the platform app; ``account``: the connection's external id)."""
+
+    app: str
+    account: str
+    readings: Sequence[RateUsage]
+
+
 class RefreshLock(Protocol):
     @property
     def waited(self) -> bool:
@@ -188,6 +209,27 @@ class ConnectionRepository(Protocol):
     async def save_progress(
         self, tenant_id: str, connection_id: str, key: str, progress: Mapping[str, str]
     ) -> None: ...
+
+    async def publish_view(
+        self, tenant_id: str, connection_id: str, key: str, *, apps: Mapping[str, str]
+    ) -> PublishView | None:
+        """``get``, ``get_record`` and ``blocked_until`` (scopes ``app`` and
+        ``account:<external id>`` of the connection's app, ``apps`` mapping platform to
+        app) in one read; None when the tenant has no such connection."""
+        ...
+
+    async def save_outcome(
+        self,
+        record: PublishRecord,
+        *,
+        usage: UsageSeen | None = None,
+        set_last_error: bool = False,
+        last_error: PlatformError | None = None,
+    ) -> None:
+        """``save_record``, then ``record_usage`` of ``usage`` and, when
+        ``set_last_error``, ``set_last_error(last_error)`` on the record's connection:
+        all or nothing."""
+        ...
 
     async def find_record_by_fingerprint(
         self, tenant_id: str, connection_id: str, fingerprint: str, since: datetime

@@ -4,7 +4,7 @@ proto out. Domain errors become status codes through ``map_domain_errors``."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from opentelemetry import trace
@@ -48,6 +48,7 @@ POLICY = AccessPolicy(
         _m("FindPost"): frozenset({"publisher", "gateway"}),
         _m("DeletePost"): frozenset({"publisher", "gateway"}),
         _m("GetPostAnalytics"): frozenset({"gateway", "health", "publisher"}),
+        _m("GetAccountAnalytics"): frozenset({"gateway", "publisher"}),
         _m("ResolveAccount"): frozenset({"webhook-router"}),
         _m("ListConnectionAudit"): frozenset({"gateway", "health"}),
         _m("ListExpiringConnections"): frozenset({"health"}),
@@ -362,6 +363,38 @@ class ConnectorsServicer(connectors_pb2_grpc.ConnectorsServiceServicer):
                 entry.error.CopyFrom(convert.error_to_proto(item.error))
             posts.append(entry)
         return pb.GetPostAnalyticsResponse(posts=posts)
+
+    @map_domain_errors
+    async def GetAccountAnalytics(
+        self, request: pb.GetAccountAnalyticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAccountAnalyticsResponse:
+        fetched = datetime.now(UTC)
+        until = fetched.date()
+        since = until - timedelta(days=1)
+        if request.HasField("window"):
+            if request.window.HasField("start_time"):
+                since = request.window.start_time.ToDatetime().date()
+            if request.window.HasField("end_time"):
+                # The end is exclusive: the last day is the one before it.
+                end = request.window.end_time.ToDatetime()
+                until = (end - timedelta(microseconds=1)).date()
+        figures, error = await self.service.account_analytics(
+            tenant_id=request.tenant_id,
+            connection_id=request.connection_id,
+            since=since,
+            until=until,
+        )
+        reply = pb.GetAccountAnalyticsResponse(
+            days=[
+                pb.AccountDay(date=d.day.isoformat(), metrics=convert.metrics_to_proto(d.metrics))
+                for d in figures.days
+            ],
+            totals=dict(figures.totals),
+            fetched_at=convert.ts(fetched),
+        )
+        if error is not None:
+            reply.error.CopyFrom(convert.error_to_proto(error))
+        return reply
 
     @map_domain_errors
     async def ResolveAccount(

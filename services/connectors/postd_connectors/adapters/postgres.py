@@ -27,7 +27,7 @@ from postd_connectors.domain.model import (
 )
 from postd_connectors.domain.oauth import AuthState
 from postd_connectors.platforms.base import RateUsage
-from postd_connectors.ports import PublishRecord
+from postd_connectors.ports import PublishRecord, PublishView, UsageSeen
 
 log = get_logger(__name__)
 
@@ -43,6 +43,14 @@ _INSERT_COLUMNS = """id, tenant_id, platform, external_id, account_kind, account
     status_changed_at, expires_at, refresh_expires_at, last_refreshed_at, last_error,
     has_refresh_token, connected_by, attributes"""
 _COLUMNS = _INSERT_COLUMNS + ", created_at, updated_at"
+# The same columns of ``connections c`` in a join.
+_C_COLUMNS = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
+# A publish record's columns of ``publish_records r`` in a join, prefixed ``r_``.
+_R_FIELDS = (
+    "status, fingerprint, platform_post_id, url, progress, error, attempts, published_at, "
+    "created_at"
+)
+_R_COLUMNS = ", ".join(f"r.{name.strip()} AS r_{name.strip()}" for name in _R_FIELDS.split(","))
 
 
 def _connection(row: asyncpg.Record) -> Connection:
@@ -216,20 +224,84 @@ class _Lock:
 
 
 def _record(row: asyncpg.Record) -> PublishRecord:
-    error = row["error"]
+    return _record_of(row, row["tenant_id"], str(row["connection_id"]), row["idempotency_key"])
+
+
+def _record_of(
+    row: asyncpg.Record, tenant_id: str, connection_id: str, key: str, prefix: str = ""
+) -> PublishRecord:
+    error = row[prefix + "error"]
     return PublishRecord(
-        tenant_id=row["tenant_id"],
-        connection_id=str(row["connection_id"]),
-        idempotency_key=row["idempotency_key"],
-        status=row["status"],
-        fingerprint=row["fingerprint"],
-        platform_post_id=row["platform_post_id"],
-        url=row["url"],
-        progress=dict(row["progress"] or {}),
+        tenant_id=tenant_id,
+        connection_id=connection_id,
+        idempotency_key=key,
+        status=row[prefix + "status"],
+        fingerprint=row[prefix + "fingerprint"],
+        platform_post_id=row[prefix + "platform_post_id"],
+        url=row[prefix + "url"],
+        progress=dict(row[prefix + "progress"] or {}),
         error=PlatformError.from_json(error) if error else None,
-        attempts=row["attempts"],
-        published_at=row["published_at"],
-        created_at=row["created_at"],
+        attempts=row[prefix + "attempts"],
+        published_at=row[prefix + "published_at"],
+        created_at=row[prefix + "created_at"],
+    )
+
+
+def _scope_key(scope: str, account: str) -> str:
+    """How platform_usage keys a reading: app-wide, or per account."""
+    return "app" if scope == "app" else f"{scope}:{account}"
+
+
+# Insert or overwrite a publish record ($1-$12); an empty job id keeps the stored one.
+_UPSERT_RECORD = f"""INSERT INTO {S}.publish_records AS r
+      (tenant_id, connection_id, idempotency_key, status, fingerprint,
+       platform_post_id, url, progress, error, attempts, job_id, published_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    ON CONFLICT (tenant_id, connection_id, idempotency_key) DO UPDATE SET
+      status = EXCLUDED.status, fingerprint = EXCLUDED.fingerprint,
+      platform_post_id = EXCLUDED.platform_post_id, url = EXCLUDED.url,
+      progress = EXCLUDED.progress, error = EXCLUDED.error,
+      attempts = EXCLUDED.attempts,
+      job_id = COALESCE(NULLIF(EXCLUDED.job_id, ''), r.job_id),
+      published_at = EXCLUDED.published_at, updated_at = now()"""
+
+# One round trip for the outcome of a publish: the record ($1-$12), the platform
+# usage seen ($13 app, $14-$19 one array per column) and, when $20, the connection's
+# last error ($21). One statement, so all or nothing.
+_SAVE_OUTCOME = f"""WITH saved AS ({_UPSERT_RECORD}),
+    seen AS (
+      INSERT INTO {S}.platform_usage
+        (platform, scope_key, name, used_percent, used, usage_limit, blocked_until)
+      SELECT $13, u.scope_key, u.name, u.used_percent, u.used, u.usage_limit,
+             CASE WHEN u.retry_after IS NULL THEN NULL
+                  ELSE now() + make_interval(secs => u.retry_after) END
+      FROM unnest($14::text[], $15::text[], $16::float8[], $17::bigint[], $18::bigint[],
+                  $19::float8[]) AS u(scope_key, name, used_percent, used, usage_limit,
+                                      retry_after)
+      ON CONFLICT (platform, scope_key, name) DO UPDATE SET
+        used_percent = EXCLUDED.used_percent, used = EXCLUDED.used,
+        usage_limit = EXCLUDED.usage_limit, blocked_until = EXCLUDED.blocked_until,
+        observed_at = now()),
+    errored AS (
+      UPDATE {S}.connections SET last_error = $21, updated_at = now()
+      WHERE $20 AND tenant_id = $1 AND id = $2)
+    SELECT 1"""
+
+
+def _record_values(record: PublishRecord, job_id: str) -> tuple[Any, ...]:
+    return (
+        record.tenant_id,
+        uuid.UUID(record.connection_id),
+        record.idempotency_key,
+        record.status,
+        record.fingerprint,
+        record.platform_post_id,
+        record.url,
+        dict(record.progress),
+        record.error.to_json() if record.error else None,
+        record.attempts,
+        job_id,
+        record.published_at,
     )
 
 
@@ -257,14 +329,22 @@ class PostgresConnections:
         key = _lock_key(connection_id)
         lock = _Lock()
         async with _db_errors(), self._pool.acquire() as conn:
-            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
-            if not got:
-                lock.waited = True
-                await conn.execute("SELECT pg_advisory_lock($1)", key, timeout=120)
+            # The pool skips asyncpg's reset query on release (one round trip less per
+            # use), so this session-level lock must not outlive the block: unless the
+            # unlock is known to have run, the connection is closed, which releases it.
+            unlocked = False
             try:
-                yield lock
+                got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+                if not got:
+                    lock.waited = True
+                    await conn.execute("SELECT pg_advisory_lock($1)", key, timeout=120)
+                try:
+                    yield lock
+                finally:
+                    unlocked = bool(await conn.fetchval("SELECT pg_advisory_unlock($1)", key))
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                if not unlocked:
+                    conn.terminate()
 
     async def get(self, tenant_id: str, connection_id: str) -> Connection | None:
         async with _db_errors():
@@ -463,30 +543,69 @@ class PostgresConnections:
 
     async def save_record(self, record: PublishRecord, *, job_id: str = "") -> None:
         async with _db_errors():
+            await self._pool.execute(_UPSERT_RECORD, *_record_values(record, job_id))
+
+    async def publish_view(
+        self, tenant_id: str, connection_id: str, key: str, *, apps: Mapping[str, str]
+    ) -> PublishView | None:
+        async with _db_errors():
+            row = await self._pool.fetchrow(
+                f"""SELECT {_C_COLUMNS}, {_R_COLUMNS},
+                      (SELECT max(u.blocked_until)
+                         FROM unnest($4::text[], $5::text[]) AS m(platform, app)
+                         JOIN {S}.platform_usage u ON u.platform = m.app
+                        WHERE m.platform = c.platform
+                          AND u.scope_key IN ('app', 'account:' || c.external_id)
+                          AND u.blocked_until > now()) AS blocked_until
+                    FROM {S}.connections c
+                    LEFT JOIN {S}.publish_records r
+                      ON r.tenant_id = c.tenant_id AND r.connection_id = c.id
+                     AND r.idempotency_key = $3
+                    WHERE c.tenant_id = $1 AND c.id = $2""",
+                tenant_id,
+                uuid.UUID(connection_id),
+                key,
+                list(apps),
+                list(apps.values()),
+            )
+        if row is None:
+            return None
+        return PublishView(
+            connection=_connection(row),
+            record=_record_of(row, tenant_id, connection_id, key, "r_")
+            if row["r_status"] is not None
+            else None,
+            blocked_until=row["blocked_until"],
+        )
+
+    async def save_outcome(
+        self,
+        record: PublishRecord,
+        *,
+        usage: UsageSeen | None = None,
+        set_last_error: bool = False,
+        last_error: PlatformError | None = None,
+    ) -> None:
+        # The last reading of a scope and name wins, as one upsert per reading would
+        # have it (one statement may not update a row twice).
+        readings = (
+            {(_scope_key(u.scope, usage.account), u.name): u for u in usage.readings}
+            if usage
+            else {}
+        )
+        async with _db_errors():
             await self._pool.execute(
-                f"""INSERT INTO {S}.publish_records AS r
-                      (tenant_id, connection_id, idempotency_key, status, fingerprint,
-                       platform_post_id, url, progress, error, attempts, job_id, published_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                    ON CONFLICT (tenant_id, connection_id, idempotency_key) DO UPDATE SET
-                      status = EXCLUDED.status, fingerprint = EXCLUDED.fingerprint,
-                      platform_post_id = EXCLUDED.platform_post_id, url = EXCLUDED.url,
-                      progress = EXCLUDED.progress, error = EXCLUDED.error,
-                      attempts = EXCLUDED.attempts,
-                      job_id = COALESCE(NULLIF(EXCLUDED.job_id, ''), r.job_id),
-                      published_at = EXCLUDED.published_at, updated_at = now()""",
-                record.tenant_id,
-                uuid.UUID(record.connection_id),
-                record.idempotency_key,
-                record.status,
-                record.fingerprint,
-                record.platform_post_id,
-                record.url,
-                dict(record.progress),
-                record.error.to_json() if record.error else None,
-                record.attempts,
-                job_id,
-                record.published_at,
+                _SAVE_OUTCOME,
+                *_record_values(record, ""),
+                usage.app if usage else "",
+                [scope for scope, _ in readings],
+                [name for _, name in readings],
+                [u.used_percent for u in readings.values()],
+                [u.used for u in readings.values()],
+                [u.limit for u in readings.values()],
+                [u.retry_after for u in readings.values()],
+                set_last_error,
+                last_error.to_json() if last_error else None,
             )
 
     async def save_progress(
@@ -537,7 +656,7 @@ class PostgresConnections:
                 [
                     (
                         platform,
-                        f"{u.scope}:{scope_key}" if u.scope != "app" else "app",
+                        _scope_key(u.scope, scope_key),
                         u.name,
                         u.used_percent,
                         u.used,

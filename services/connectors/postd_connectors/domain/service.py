@@ -9,7 +9,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -43,6 +43,7 @@ from postd_connectors.domain.model import (
 )
 from postd_connectors.domain.validation import Severity, Violation, validate
 from postd_connectors.platforms.base import (
+    AccountAnalytics,
     AccountContext,
     CodeGrant,
     Connector,
@@ -69,6 +70,7 @@ from postd_connectors.ports import (
     TokenConflict,
     TokenNotFound,
     TokenStore,
+    UsageSeen,
 )
 
 log = get_logger(__name__)
@@ -242,6 +244,8 @@ class ConnectorsService:
         self.config = config or ServiceConfig()
         self.inspector = inspector
         self.now = clock
+        # Which platform app each platform's usage is recorded under.
+        self._apps = {platform: c.app for platform, c in self.connectors.items()}
 
     # ------------------------------------------------------------------ lookups
 
@@ -259,12 +263,7 @@ class ConnectorsService:
 
     async def get_connection(self, tenant_id: str, connection_id: str) -> Connection:
         _require(tenant_id, "tenant_id")
-        try:
-            uuid.UUID(connection_id)
-        except ValueError:
-            raise InvalidArgument(
-                "connection_id is not a valid id", field="connection_id"
-            ) from None
+        _require_id(connection_id)
         found = await self.repo.get(tenant_id, connection_id)
         if found is None:
             raise NotFound("no such connection", field="connection_id")
@@ -1059,7 +1058,15 @@ class ConnectorsService:
         job_id: str = "",
     ) -> PublishResult:
         _require(idempotency_key, "idempotency_key")
-        connection = await self.get_connection(tenant_id, connection_id)
+        _require(tenant_id, "tenant_id")
+        _require_id(connection_id)
+        # The connection, this key's record and any usage block, in one read.
+        view = await self.repo.publish_view(
+            tenant_id, connection_id, idempotency_key, apps=self._apps
+        )
+        if view is None:
+            raise NotFound("no such connection", field="connection_id")
+        connection, record = view.connection, view.record
         connector = self.connector(connection.platform)
         trace.get_current_span().set_attribute("postd.platform", connection.platform)
         fingerprint = self.fingerprint(connection.platform, content)
@@ -1070,7 +1077,6 @@ class ConnectorsService:
                 fingerprint,
                 error=_connection_unusable(connection, display),
             )
-        record = await self.repo.get_record(tenant_id, connection_id, idempotency_key)
         if record is not None and record.status == "published":
             return PublishResult(
                 "published",
@@ -1080,9 +1086,7 @@ class ConnectorsService:
                 published_at=record.published_at,
                 reconciled=True,
             )
-        blocked = await self.repo.blocked_until(
-            connector.app, ["app", f"account:{connection.external_id}"]
-        )
+        blocked = view.blocked_until
         if blocked is not None:
             wait = max(1.0, (blocked - self.now()).total_seconds())
             return PublishResult(
@@ -1143,7 +1147,7 @@ class ConnectorsService:
         assert isinstance(outcome, PublishOutcome)
         latency = asyncio.get_running_loop().time() - started
         published = outcome.state is PublishState.PUBLISHED
-        await self.repo.save_record(
+        await self.repo.save_outcome(
             PublishRecord(
                 tenant_id=tenant_id,
                 connection_id=connection_id,
@@ -1155,11 +1159,12 @@ class ConnectorsService:
                 progress={**progress, **outcome.progress},
                 attempts=attempts,
                 published_at=(outcome.published_at or self.now()) if published else None,
-            )
+            ),
+            usage=UsageSeen(connector.app, connection.external_id, outcome.usage)
+            if outcome.usage
+            else None,
+            set_last_error=connection.last_error is not None,
         )
-        await self._record_usage(connection, connector, outcome.usage)
-        if connection.last_error is not None:
-            await self.repo.set_last_error(tenant_id, connection_id, None)
         return PublishResult(
             outcome.state.value,
             fingerprint,
@@ -1182,21 +1187,9 @@ class ConnectorsService:
     ) -> PublishResult:
         error = failure.error
         status = "unknown" if failure.outcome_unknown else "failed"
-        await self.repo.save_record(
-            PublishRecord(
-                tenant_id=connection.tenant_id,
-                connection_id=connection.id,
-                idempotency_key=key,
-                status=status,
-                fingerprint=fingerprint,
-                progress=progress,
-                error=error,
-                attempts=attempts,
-            )
-        )
-        await self.repo.set_last_error(connection.tenant_id, connection.id, error)
+        usage = None
         if error.category is ErrorCategory.RATE_LIMITED and error.retry_after:
-            await self.repo.record_usage(
+            usage = UsageSeen(
                 self.connector(connection.platform).app,
                 connection.external_id,
                 [
@@ -1208,6 +1201,21 @@ class ConnectorsService:
                     )
                 ],
             )
+        await self.repo.save_outcome(
+            PublishRecord(
+                tenant_id=connection.tenant_id,
+                connection_id=connection.id,
+                idempotency_key=key,
+                status=status,
+                fingerprint=fingerprint,
+                progress=progress,
+                error=error,
+                attempts=attempts,
+            ),
+            usage=usage,
+            set_last_error=True,
+            last_error=error,
+        )
         if failure.outcome_unknown:
             raise Unavailable(
                 "the platform may have published this post although no answer arrived; "
@@ -1215,12 +1223,6 @@ class ConnectorsService:
                 code="outcome_unknown",
             )
         return PublishResult("failed", fingerprint, error=error, platform_latency=latency)
-
-    async def _record_usage(
-        self, connection: Connection, connector: Connector, usage: Sequence[RateUsage]
-    ) -> None:
-        if usage:
-            await self.repo.record_usage(connector.app, connection.external_id, usage)
 
     async def _reconcile(
         self, connection: Connection, connector: Connector, record: PublishRecord
@@ -1391,6 +1393,26 @@ class ConnectorsService:
         assert isinstance(result, list)
         return result
 
+    async def account_analytics(
+        self, *, tenant_id: str, connection_id: str, since: date, until: date
+    ) -> tuple[AccountAnalytics, PlatformError | None]:
+        """An account's own figures per day; a platform failure comes back as the
+        second value, with no figures."""
+        if until < since or (until - since).days > 90:
+            raise InvalidArgument("the window is at most 90 days", field="window")
+        connection = await self.get_connection(tenant_id, connection_id)
+        connector = self.connector(connection.platform)
+
+        async def call(ctx: AccountContext) -> AccountAnalytics:
+            return await connector.account_analytics(ctx, since, until)
+
+        try:
+            result = await self._with_token(connection, connector, call, actor="service:analytics")
+        except PlatformFailure as failure:
+            return AccountAnalytics(), failure.error
+        assert isinstance(result, AccountAnalytics)
+        return result, None
+
     # ------------------------------------------------------------------ reviews
 
     def _reviews(self, connection: Connection) -> ReviewSource:
@@ -1439,6 +1461,13 @@ class ConnectorsService:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _require_id(connection_id: str) -> None:
+    try:
+        uuid.UUID(connection_id)
+    except ValueError:
+        raise InvalidArgument("connection_id is not a valid id", field="connection_id") from None
 
 
 def _require(value: str, name: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -180,6 +180,23 @@ class PostAnalytics:
 
 
 @dataclass(frozen=True)
+class AccountDay:
+    """An account's own figures for one day, dated as the platform dates them."""
+
+    day: date
+    metrics: PostMetrics
+
+
+@dataclass(frozen=True)
+class AccountAnalytics:
+    """An account's figures per day, and lifetime totals where the platform reports
+    only those (TikTok's follower and like counts)."""
+
+    days: tuple[AccountDay, ...] = ()
+    totals: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class HealthResult:
     ok: bool
     latency_seconds: float
@@ -300,6 +317,13 @@ class Connector(Protocol):
 
     async def analytics(self, ctx: AccountContext, post_ids: Sequence[str]) -> list[PostAnalytics]:
         """Normalized metrics, one entry per id, in order."""
+        ...
+
+    async def account_analytics(
+        self, ctx: AccountContext, since: date, until: date
+    ) -> AccountAnalytics:
+        """The account's own figures for the days ``since`` to ``until`` (inclusive,
+        UTC), from the platform's documented account insights endpoint."""
         ...
 
     async def health_check(self, ctx: AccountContext) -> HealthResult:

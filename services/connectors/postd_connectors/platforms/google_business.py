@@ -25,7 +25,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -46,7 +46,9 @@ from postd_connectors.domain.model import (
 )
 from postd_connectors.platforms.app import AppConfig
 from postd_connectors.platforms.base import (
+    AccountAnalytics,
     AccountContext,
+    AccountDay,
     CodeGrant,
     FoundPost,
     HealthResult,
@@ -55,6 +57,7 @@ from postd_connectors.platforms.base import (
     OAuthRequest,
     PlatformAccount,
     PostAnalytics,
+    PostMetrics,
     PostQuery,
     PublishOutcome,
     PublishRequest,
@@ -108,6 +111,20 @@ def _date_time(value: str) -> tuple[dict[str, int], dict[str, int]]:
         {"year": moment.year, "month": moment.month, "day": moment.day},
         {"hours": moment.hour, "minutes": moment.minute, "seconds": 0, "nanos": 0},
     )
+
+
+# The daily metrics asked of the Performance API (names as Google documents them).
+PERFORMANCE_METRICS = (
+    "BUSINESS_IMPRESSIONS_DESKTOP_MAPS",
+    "BUSINESS_IMPRESSIONS_DESKTOP_SEARCH",
+    "BUSINESS_IMPRESSIONS_MOBILE_MAPS",
+    "BUSINESS_IMPRESSIONS_MOBILE_SEARCH",
+    "BUSINESS_CONVERSATIONS",
+    "BUSINESS_DIRECTION_REQUESTS",
+    "CALL_CLICKS",
+    "WEBSITE_CLICKS",
+    "BUSINESS_BOOKINGS",
+)
 
 
 class GoogleBusinessConnector:
@@ -410,6 +427,69 @@ class GoogleBusinessConnector:
             retryable=False,
         )
         return [PostAnalytics(p, error=error) for p in post_ids]
+
+    async def account_analytics(
+        self, ctx: AccountContext, since: date, until: date
+    ) -> AccountAnalytics:
+        """Business Profile performance (``fetchMultiDailyMetricsTimeSeries``): the
+        four impression series summed, website clicks, calls, directions, bookings."""
+        params: list[tuple[str, str]] = [("dailyMetrics", m) for m in PERFORMANCE_METRICS]
+        for which, day in (("start", since), ("end", until)):
+            params += [
+                (f"dailyRange.{which}Date.year", str(day.year)),
+                (f"dailyRange.{which}Date.month", str(day.month)),
+                (f"dailyRange.{which}Date.day", str(day.day)),
+            ]
+        location = ctx.external_id.removeprefix("locations/")
+        url = self.config.url(
+            "performance", f"/v1/locations/{location}:fetchMultiDailyMetricsTimeSeries"
+        )
+        body = (
+            await self.http.call(
+                "GET",
+                url + "?" + urlencode(params),
+                headers=self._auth(ctx.bundle),
+                account=ctx.account_name,
+            )
+        ).json()
+        per_day: dict[date, dict[str, int]] = {}
+        for multi in body.get("multiDailyMetricTimeSeries", []):
+            for series in multi.get("dailyMetricTimeSeries", []):
+                metric = str(series.get("dailyMetric", ""))
+                for dated in (series.get("timeSeries") or {}).get("datedValues", []):
+                    d = dated.get("date") or {}
+                    try:
+                        day = date(int(d["year"]), int(d["month"]), int(d["day"]))
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                    # A day without "value" had none of it (Google leaves zeros out).
+                    per_day.setdefault(day, {})[metric] = int(dated.get("value", 0) or 0)
+        days = []
+        for day, values in sorted(per_day.items()):
+            impressions = sum(v for k, v in values.items() if k.startswith("BUSINESS_IMPRESSIONS"))
+            website, calls = values.get("WEBSITE_CLICKS", 0), values.get("CALL_CLICKS", 0)
+            directions = values.get("BUSINESS_DIRECTION_REQUESTS", 0)
+            conversations = values.get("BUSINESS_CONVERSATIONS", 0)
+            bookings = values.get("BUSINESS_BOOKINGS", 0)
+            days.append(
+                AccountDay(
+                    day,
+                    PostMetrics(
+                        impressions=impressions,
+                        engagements=website + calls + directions + conversations,
+                        clicks=website,
+                        conversions=bookings,
+                        breakdown={
+                            "website_clicks": website,
+                            "call_clicks": calls,
+                            "direction_requests": directions,
+                            "conversations": conversations,
+                            "bookings": bookings,
+                        },
+                    ),
+                )
+            )
+        return AccountAnalytics(days=tuple(days))
 
     # -- reviews ----------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -44,7 +44,9 @@ from postd_connectors.domain.model import (
 )
 from postd_connectors.platforms.app import AppConfig
 from postd_connectors.platforms.base import (
+    AccountAnalytics,
     AccountContext,
+    AccountDay,
     CodeGrant,
     FoundPost,
     HealthResult,
@@ -406,6 +408,55 @@ class MailchimpConnector:
                 )
             )
         return results
+
+    async def account_analytics(
+        self, ctx: AccountContext, since: date, until: date
+    ) -> AccountAnalytics:
+        """Every audience's daily activity (``GET /lists/{id}/activity``, up to 180
+        days, newest first), summed per day; subscribers in total."""
+        lists = (await self._call(ctx, "GET", "/lists", params={"count": "100"})).json()
+        wanted = min(180, max(1, (datetime.now(UTC).date() - since).days + 1))
+        per_day: dict[date, dict[str, int]] = {}
+        subscribers = 0
+        for audience in lists.get("lists", []):
+            subscribers += int((audience.get("stats") or {}).get("member_count", 0))
+            activity = (
+                await self._call(
+                    ctx,
+                    "GET",
+                    f"/lists/{audience.get('id')}/activity",
+                    params={"count": str(wanted)},
+                )
+            ).json()
+            for item in activity.get("activity", []):
+                try:
+                    day = date.fromisoformat(str(item.get("day", "")))
+                except ValueError:
+                    continue
+                if not since <= day <= until:
+                    continue
+                sums = per_day.setdefault(day, {})
+                for key in ("emails_sent", "unique_opens", "recipient_clicks", "subs", "unsubs"):
+                    sums[key] = sums.get(key, 0) + int(item.get(key, 0) or 0)
+        days = tuple(
+            AccountDay(
+                day,
+                PostMetrics(
+                    impressions=v.get("unique_opens", 0),
+                    reach=v.get("emails_sent", 0),
+                    engagements=v.get("unique_opens", 0) + v.get("recipient_clicks", 0),
+                    clicks=v.get("recipient_clicks", 0),
+                    breakdown={
+                        "emails_sent": v.get("emails_sent", 0),
+                        "unique_opens": v.get("unique_opens", 0),
+                        "subscribed": v.get("subs", 0),
+                        "unsubscribed": v.get("unsubs", 0),
+                    },
+                ),
+            )
+            for day, v in sorted(per_day.items())
+        )
+        return AccountAnalytics(days=days, totals={"subscribers": subscribers})
 
     async def health_check(self, ctx: AccountContext) -> HealthResult:
         """A ping: Mailchimp tokens never expire, so only a call can tell."""

@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -51,7 +51,9 @@ from postd_connectors.domain.model import (
 )
 from postd_connectors.platforms.app import AppConfig, PollSettings
 from postd_connectors.platforms.base import (
+    AccountAnalytics,
     AccountContext,
+    AccountDay,
     CodeGrant,
     FoundPost,
     HealthResult,
@@ -455,6 +457,31 @@ class _MetaConnector:
 
         return list(await asyncio.gather(*(one(p) for p in post_ids)))
 
+    async def _daily_insights(
+        self,
+        ctx: AccountContext,
+        params: Mapping[str, str],
+        build: Any,
+    ) -> AccountAnalytics:
+        """``GET /{node}/insights`` with daily values: one AccountDay per day.
+
+        A daily value's ``end_time`` is the end of its day (the next midnight), so the
+        day it counts is the day before ``end_time``."""
+        body = (
+            await self._call(ctx, "GET", f"/{ctx.external_id}/insights", params=dict(params))
+        ).json()
+        by_day: dict[date, dict[str, Any]] = {}
+        for item in body.get("data", []):
+            for entry in item.get("values") or []:
+                ended = parse_iso(str(entry.get("end_time", "")))
+                if ended is None:
+                    continue
+                day = (ended - timedelta(seconds=1)).date()
+                by_day.setdefault(day, {})[str(item.get("name"))] = entry.get("value")
+        return AccountAnalytics(
+            days=tuple(AccountDay(day, build(values)) for day, values in sorted(by_day.items()))
+        )
+
     def fingerprint_of(self, text: str, link: str = "") -> str:
         return content_fingerprint(text, link)
 
@@ -610,6 +637,33 @@ class FacebookConnector(_MetaConnector):
             post_ids,
             "post_impressions,post_impressions_unique,post_engaged_users,post_clicks,"
             "post_media_view,post_reactions_by_type_total",
+            build,
+        )
+
+    async def account_analytics(
+        self, ctx: AccountContext, since: date, until: date
+    ) -> AccountAnalytics:
+        """Page insights, ``period=day`` between ``since`` and ``until``."""
+
+        def build(v: Mapping[str, Any]) -> PostMetrics:
+            new_likes = _int(v.get("page_fan_adds"))
+            return PostMetrics(
+                impressions=_int(v.get("page_impressions")),
+                reach=_int(v.get("page_impressions_unique")),
+                engagements=_int(v.get("page_post_engagements")),
+                clicks=_int(v.get("page_total_actions")),
+                breakdown={"page_likes_added": new_likes} if new_likes is not None else {},
+            )
+
+        return await self._daily_insights(
+            ctx,
+            {
+                "metric": "page_impressions,page_impressions_unique,page_post_engagements,"
+                "page_total_actions,page_fan_adds",
+                "period": "day",
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+            },
             build,
         )
 
@@ -866,6 +920,32 @@ class InstagramConnector(_MetaConnector):
             ctx,
             post_ids,
             "impressions,reach,views,likes,comments,shares,saved,total_interactions",
+            build,
+        )
+
+    async def account_analytics(
+        self, ctx: AccountContext, since: date, until: date
+    ) -> AccountAnalytics:
+        """Instagram account insights (``period=day``, ``metric_type=total_value``)."""
+
+        def build(v: Mapping[str, Any]) -> PostMetrics:
+            visits = _int(v.get("profile_views"))
+            return PostMetrics(
+                reach=_int(v.get("reach")),
+                impressions=_int(v.get("views")),
+                engagements=_int(v.get("total_interactions")),
+                breakdown={"profile_visits": visits} if visits is not None else {},
+            )
+
+        return await self._daily_insights(
+            ctx,
+            {
+                "metric": "reach,views,total_interactions,profile_views",
+                "period": "day",
+                "metric_type": "total_value",
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+            },
             build,
         )
 

@@ -30,7 +30,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -51,6 +51,7 @@ from postd_connectors.domain.model import (
 )
 from postd_connectors.platforms.app import AppConfig, PollSettings
 from postd_connectors.platforms.base import (
+    AccountAnalytics,
     AccountContext,
     CodeGrant,
     FoundPost,
@@ -566,6 +567,30 @@ class TikTokConnector:
             PostAnalytics(p, metrics=by_id[p]) if p in by_id else PostAnalytics(p, error=missing)
             for p in post_ids
         ]
+
+    async def account_analytics(
+        self, ctx: AccountContext, since: date, until: date
+    ) -> AccountAnalytics:
+        """A creator's lifetime counts (``/v2/user/info/`` with ``user.info.stats``):
+        TikTok reports no daily figures for an account, so there are totals only."""
+        data = await self._api(
+            ctx,
+            "/v2/user/info/",
+            query={"fields": "open_id,follower_count,following_count,likes_count,video_count"},
+            method="GET",
+        )
+        user = data.get("user") or {}
+        totals = {
+            name: int(user[key])
+            for name, key in (
+                ("followers", "follower_count"),
+                ("following", "following_count"),
+                ("likes", "likes_count"),
+                ("videos", "video_count"),
+            )
+            if isinstance(user.get(key), int)
+        }
+        return AccountAnalytics(totals=totals)
 
     async def health_check(self, ctx: AccountContext) -> HealthResult:
         started = asyncio.get_running_loop().time()

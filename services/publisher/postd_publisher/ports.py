@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Protocol
 
 from postd.common.v1.common_pb2 import PlatformError, PostContent, ValidationReport
+from postd_publisher.domain.analytics import Figures
 from postd_publisher.domain.model import (
     Approval,
     AttemptOutcome,
@@ -542,3 +543,169 @@ class JobStore(Protocol):
     async def open_breaker(
         self, platform: str, reason: str, cooldown: float, now: datetime
     ) -> None: ...
+
+
+# --------------------------------------------------------------------------- analytics
+
+
+@dataclass(frozen=True)
+class PostFiguresReply:
+    """One post's figures from connectors' GetPostAnalytics (or why there are none)."""
+
+    platform_post_id: str
+    figures: Figures | None
+    error: PlatformError | None = None
+
+
+@dataclass(frozen=True)
+class AccountFiguresReply:
+    """An account's figures per day from connectors' GetAccountAnalytics."""
+
+    days: Sequence[tuple[date, Figures]] = ()
+    totals: Mapping[str, int] = field(default_factory=dict)
+    error: PlatformError | None = None
+
+
+class AnalyticsSource(Protocol):
+    """Connectors' analytics calls, as the collector uses them. Both do network I/O
+    (connectors calls the platform) and raise ConnectionGone (connection deleted) or
+    ConnectorsUnavailable (anything else before an answer); platform failures are in
+    the reply."""
+
+    async def post_figures(
+        self, tenant_id: str, connection_id: str, platform_post_ids: Sequence[str]
+    ) -> Sequence[PostFiguresReply]: ...
+
+    async def account_figures(
+        self, tenant_id: str, connection_id: str, since: date, until: date
+    ) -> AccountFiguresReply: ...
+
+
+@dataclass(frozen=True)
+class CollectionTask:
+    """What is collected for one published post (kind post) or one account."""
+
+    id: str
+    tenant_id: str
+    connection_id: str
+    platform: str
+    kind: str  # post | account
+    job_id: str = ""
+    post_id: str = ""
+    platform_post_id: str = ""
+    content_type: str = ""
+    published_at: datetime | None = None
+    attempts: int = 0
+    collections: int = 0
+    latest: Figures | None = None
+
+
+@dataclass(frozen=True)
+class CollectionRound:
+    """Collection tasks of one connection dispatched together (one AnalyticsJob)."""
+
+    round_id: str  # the dispatch token the tasks carry
+    tenant_id: str
+    connection_id: str
+    platform: str
+    kind: str
+    task_ids: Sequence[str]
+    dispatched_at: datetime
+
+
+@dataclass(frozen=True)
+class CollectionResult:
+    """The end of one task's collection round: what was read and where it leaves the
+    task."""
+
+    task: CollectionTask
+    state: str  # SCHEDULED | RETRYING | DONE | STOPPED
+    run_at: datetime
+    reason: str = ""
+    figures: Figures | None = None
+    account_days: Sequence[tuple[date, Figures]] = ()
+    totals: Mapping[str, int] = field(default_factory=dict)
+    category: str = ""
+    attempts: int = 0
+    dead_letter_reason: str = ""
+
+
+@dataclass(frozen=True)
+class CollectionClaimRequest:
+    now: datetime
+    limit: int  # tasks
+    lease_seconds: float
+    held_platforms: frozenset[str] = frozenset()
+    # Most posts per round, per platform (others: ``default_round``).
+    round_sizes: Mapping[str, int] = field(default_factory=dict)
+    default_round: int = 25
+
+
+class CollectionClaim(Protocol):
+    """Due collection tasks claimed in one transaction (DISPATCHED, locked), grouped in
+    rounds. Leaving the context commits; an exception rolls everything back."""
+
+    rounds: Sequence[CollectionRound]
+
+    async def quota_usage(
+        self, keys: Sequence[UsageKey], since: datetime
+    ) -> Mapping[UsageKey, Sequence[datetime]]:
+        """Ledger times after ``since`` for each (tenant, connection, limit)."""
+        ...
+
+    async def defer(self, deferrals: Sequence[Deferral]) -> None:
+        """Put these rounds' tasks back on schedule at the given time, with reason
+        (``Deferral.job_id`` names the round)."""
+        ...
+
+    async def spend(self, entries: Sequence[LedgerEntry], at: datetime) -> None: ...
+
+
+class AnalyticsQueue(Protocol):
+    async def send(self, rounds: Sequence[CollectionRound]) -> None:
+        """Put rounds on ``analytics.jobs`` (key = connection id) and wait for the
+        broker's acknowledgements. Raises QueueUnavailable."""
+        ...
+
+
+class AnalyticsStore(Protocol):
+    """PostgreSQL, for collection: tasks, snapshots and the rollups kept with them.
+    Every method of tenant data filters by tenant."""
+
+    def claim_due(
+        self, request: CollectionClaimRequest
+    ) -> AbstractAsyncContextManager[CollectionClaim]:
+        """Claim due tasks (not of paused or blocked connections, nor of platforms
+        held by an open breaker) with ``FOR UPDATE SKIP LOCKED``."""
+        ...
+
+    async def release(self, rounds: Sequence[CollectionRound], reason: str, now: datetime) -> None:
+        """Undo a dispatch the broker did not take."""
+        ...
+
+    async def claim_round(
+        self,
+        tenant_id: str,
+        task_ids: Sequence[str],
+        round_id: str,
+        now: datetime,
+        lease_seconds: float,
+    ) -> Sequence[CollectionTask]:
+        """DISPATCHED -> COLLECTING for the tasks still carrying ``round_id``; a stale
+        or duplicate delivery claims nothing."""
+        ...
+
+    async def record(self, results: Sequence[CollectionResult], taken_at: datetime) -> None:
+        """Snapshots, task states, rollups (every time zone kept for the tenant) and
+        dead-letter messages of one round, in one transaction."""
+        ...
+
+    async def sweep_stale(self, now: datetime, limit: int) -> int:
+        """Bring back tasks whose round was lost (lease passed)."""
+        ...
+
+    async def track_connection(
+        self, tenant_id: str, connection_id: str, platform: str, now: datetime
+    ) -> None:
+        """Make sure the account's daily collection exists (idempotent)."""
+        ...

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -18,6 +19,7 @@ from postd.common.v1.common_pb2 import (
 from postd.connectors.v1 import connectors_pb2 as pb
 from postd.connectors.v1.connectors_pb2_grpc import ConnectorsServiceStub
 from postd_common.errors import InvalidArgument, NotFound
+from postd_publisher.domain.analytics import METRICS, Figures
 from postd_publisher.domain.quota import (
     ACCOUNT_SCOPES,
     PUBLISH_LIMIT_NAMES,
@@ -25,12 +27,14 @@ from postd_publisher.domain.quota import (
     window_words,
 )
 from postd_publisher.ports import (
+    AccountFiguresReply,
     ConnectionGone,
     ConnectionInfo,
     ConnectorsRefused,
     ConnectorsUnavailable,
     FindQuery,
     FindReply,
+    PostFiguresReply,
     PublishOutcomeUnknown,
     PublishReply,
     PublishRequest,
@@ -165,6 +169,51 @@ class GrpcConnectorsClient:
             lookup_supported=reply.lookup_supported,
         )
 
+    async def post_figures(
+        self, tenant_id: str, connection_id: str, platform_post_ids: Sequence[str]
+    ) -> Sequence[PostFiguresReply]:
+        try:
+            reply = await self._stub.GetPostAnalytics(
+                pb.GetPostAnalyticsRequest(
+                    tenant_id=tenant_id,
+                    connection_id=connection_id,
+                    platform_post_ids=list(platform_post_ids),
+                ),
+                timeout=self._publish_timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _analytics_error(exc) from exc
+        return [
+            PostFiguresReply(
+                platform_post_id=item.platform_post_id,
+                figures=_figures(item.metrics) if item.HasField("metrics") else None,
+                error=_copy(item.error) if item.HasField("error") else None,
+            )
+            for item in reply.posts
+        ]
+
+    async def account_figures(
+        self, tenant_id: str, connection_id: str, since: date, until: date
+    ) -> AccountFiguresReply:
+        window = TimeRange(
+            start_time=_ts(datetime.combine(since, time(), UTC)),
+            end_time=_ts(datetime.combine(until, time(), UTC) + timedelta(days=1)),
+        )
+        try:
+            reply = await self._stub.GetAccountAnalytics(
+                pb.GetAccountAnalyticsRequest(
+                    tenant_id=tenant_id, connection_id=connection_id, window=window
+                ),
+                timeout=self._publish_timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _analytics_error(exc) from exc
+        return AccountFiguresReply(
+            days=[(date.fromisoformat(d.date), _figures(d.metrics)) for d in reply.days],
+            totals=dict(reply.totals),
+            error=_copy(reply.error) if reply.HasField("error") else None,
+        )
+
     async def quota_rules(self) -> Sequence[QuotaRule]:
         try:
             reply = await self._stub.GetCapabilities(
@@ -189,6 +238,20 @@ class GrpcConnectorsClient:
                         )
                     )
         return rules
+
+
+def _figures(metrics: pb.PostMetrics) -> Figures:
+    message: Any = metrics  # HasField by name, for each normalized metric
+    return Figures.from_platform(
+        {m: getattr(message, m) if message.HasField(m) else None for m in METRICS},
+        dict(metrics.breakdown),
+    )
+
+
+def _analytics_error(exc: grpc.aio.AioRpcError) -> Exception:
+    if exc.code() is grpc.StatusCode.NOT_FOUND:
+        return ConnectionGone(exc.details() or "connection not found")
+    return ConnectorsUnavailable(f"connectors answered {exc.code().name}")
 
 
 def _copy(error: PlatformError) -> PlatformError:

@@ -29,6 +29,7 @@ from postd_publisher.adapters.events import (
     dead_letter_message,
     result_message,
 )
+from postd_publisher.domain.analytics import CollectionSchedule, content_type
 from postd_publisher.domain.model import (
     TERMINAL_STATES,
     UNDISPATCHED_STATES,
@@ -192,11 +193,11 @@ WITH r AS (
         $7::boolean[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::boolean[],
         $13::timestamptz[], $14::int[], $15::text[], $16::text[], $17::float8[],
         $18::boolean[], $19::text[], $20::text[], $21::text[], $22::bytea[], $23::jsonb[],
-        $24::boolean[])
+        $24::boolean[], $25::text[], $26::timestamptz[])
     AS r(id, tenant_id, state, state_reason, run_at, counts, outcome_unknown,
          platform_post_id, url, error, category, terminal, ended_at, attempt, outcome,
          reason, latency_ms, close_breaker, platform, topic, message_key, payload, headers,
-         dead_lettered)
+         dead_lettered, content_type, analytics_at)
 ), closed AS (
     UPDATE publisher.attempts a
        SET ended_at = r.ended_at, outcome = r.outcome, error = r.error,
@@ -220,7 +221,28 @@ WITH r AS (
       FROM r
      WHERE j.id = r.id AND j.tenant_id = r.tenant_id AND j.state = 'PUBLISHING'
        AND j.attempt_count = r.attempt
-    RETURNING j.id
+    RETURNING j.id, j.tenant_id, j.post_id, j.connection_id, j.platform, j.platform_post_id
+), tracked AS (
+    -- A published target's analytics collection starts with it (analytics_at: its
+    -- first snapshot), and its account's daily one if there is none yet.
+    INSERT INTO publisher.analytics_tasks
+        (id, tenant_id, connection_id, platform, kind, job_id, post_id, platform_post_id,
+         content_type, published_at, state, run_at, created_at, updated_at)
+    SELECT gen_random_uuid(), m.tenant_id, m.connection_id, m.platform, 'post', m.id,
+           m.post_id, m.platform_post_id, r.content_type, r.ended_at, 'SCHEDULED',
+           r.analytics_at, r.ended_at, r.ended_at
+      FROM r JOIN moved m ON m.id = r.id
+     WHERE r.analytics_at IS NOT NULL AND m.platform_post_id <> ''
+    ON CONFLICT (job_id) DO NOTHING
+), tracked_accounts AS (
+    INSERT INTO publisher.analytics_tasks
+        (id, tenant_id, connection_id, platform, kind, state, run_at, created_at, updated_at)
+    SELECT DISTINCT ON (m.tenant_id, m.connection_id) gen_random_uuid(), m.tenant_id,
+           m.connection_id, m.platform, 'account', 'SCHEDULED', r.ended_at, r.ended_at,
+           r.ended_at
+      FROM r JOIN moved m ON m.id = r.id
+     WHERE r.analytics_at IS NOT NULL
+    ON CONFLICT (tenant_id, connection_id) WHERE kind = 'account' DO NOTHING
 ), closed_breakers AS (
     DELETE FROM publisher.breakers b
      WHERE b.platform IN (SELECT r.platform FROM r JOIN moved m ON m.id = r.id
@@ -521,11 +543,18 @@ class PostgresJobStore:
     """The JobStore port on asyncpg."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, topics: Topics | None = None, schema: str = SCHEMA
+        self,
+        pool: asyncpg.Pool,
+        *,
+        topics: Topics | None = None,
+        schema: str = SCHEMA,
+        analytics: CollectionSchedule | None = None,
     ) -> None:
         if not _IDENT.match(schema):
             raise ValueError(f"invalid schema name {schema!r}")
         self._pool = pool
+        # Published targets start their analytics collection (None: not collected).
+        self._analytics = analytics
         self._topics = topics or Topics()
         self._schema = schema
         self._sql: dict[str, str] = {}
@@ -1621,9 +1650,14 @@ class PostgresJobStore:
         """Close the attempts, move the jobs and queue their result events in ONE
         statement. Returns the ids of the jobs that moved (a job the reconciler took back
         meanwhile does not; its attempt row is closed all the same)."""
-        columns: list[list[Any]] = [[] for _ in range(24)]
+        columns: list[list[Any]] = [[] for _ in range(26)]
         for record in records:
             job = record.job
+            first_snapshot = (
+                self._analytics.first_post_run(record.ended_at)
+                if self._analytics is not None and record.next_state is JobState.PUBLISHED
+                else None
+            )
             # Identity fields a result carries never change: built from the claim.
             result = result_message(job, record.event, self._topics.results)
             values = (
@@ -1651,6 +1685,8 @@ class PostgresJobStore:
                 result.payload,
                 result.headers,
                 bool(record.dead_letter_reason),
+                content_type(job.content),
+                first_snapshot,
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)

@@ -21,7 +21,13 @@ from datetime import datetime, timedelta
 
 from postd_common.logging import get_logger
 from postd_publisher.domain.breaker import BreakerPolicy
-from postd_publisher.domain.quota import QuotaBook, QuotaDemand, UsageKey, plan_dispatch
+from postd_publisher.domain.quota import (
+    PUBLISH,
+    QuotaBook,
+    QuotaDemand,
+    UsageKey,
+    plan_dispatch,
+)
 from postd_publisher.ports import (
     ClaimRequest,
     ConnectorsClient,
@@ -165,14 +171,14 @@ class Dispatcher:
         demands = [
             QuotaDemand(j.job_id, j.tenant_id, j.connection_id, j.platform)
             for j in jobs
-            if self._quotas.for_platform(j.platform)
+            if self._quotas.spent_by(j.platform, PUBLISH)
         ]
         if not demands:
             return {j.job_id for j in jobs}
         keys: set[UsageKey] = {
             (d.tenant_id, d.connection_id, rule.name)
             for d in demands
-            for rule in self._quotas.for_platform(d.platform)
+            for rule in self._quotas.spent_by(d.platform, PUBLISH)
         }
         used = await claim.quota_usage(sorted(keys), now - self._quotas.longest_window())
         plan = plan_dispatch(demands, used, self._quotas, now)

@@ -32,6 +32,14 @@ PUBLISH_LIMIT_NAMES = frozenset(
 )
 
 
+# Who spends a rule's slots: publishing (every publish rule), analytics collection
+# (reads), or both (an account's call budget that every call counts against).
+PUBLISH = "publish"
+ANALYTICS = "analytics"
+PUBLISH_ONLY = frozenset({PUBLISH})
+EVERY_CALL = frozenset({PUBLISH, ANALYTICS})
+
+
 @dataclass(frozen=True)
 class QuotaRule:
     platform: str
@@ -39,6 +47,7 @@ class QuotaRule:
     limit: int
     window: timedelta
     description: str
+    spent_by: frozenset[str] = PUBLISH_ONLY
 
 
 DEFAULT_RULES: tuple[QuotaRule, ...] = (
@@ -66,15 +75,86 @@ DEFAULT_RULES: tuple[QuotaRule, ...] = (
 )
 
 
+# Account call budgets that reads spend as well as publishes (documented per account),
+# or POSTD's own pacing of reads where a platform documents none per account. Analytics
+# collection may take only a share of these (domain/analytics.py), so a due publish
+# always finds room.
+DEFAULT_CALL_RULES: tuple[QuotaRule, ...] = (
+    QuotaRule(
+        "facebook",
+        "page_calls_per_24h",
+        4800,
+        timedelta(hours=24),
+        "Meta allows a Page at least 4,800 calls in 24 hours (Business Use Case limit: "
+        "4,800 times its engaged users)",
+        EVERY_CALL,
+    ),
+    QuotaRule(
+        "instagram",
+        "account_calls_per_24h",
+        4800,
+        timedelta(hours=24),
+        "Meta allows an Instagram account at least 4,800 calls in 24 hours (Business "
+        "Use Case limit: 4,800 times its impressions)",
+        EVERY_CALL,
+    ),
+    QuotaRule(
+        "linkedin",
+        "analytics_calls_per_hour",
+        60,
+        timedelta(hours=1),
+        "POSTD reads LinkedIn statistics at most 60 times per account per hour",
+        frozenset({ANALYTICS}),
+    ),
+    QuotaRule(
+        "tiktok",
+        "analytics_calls_per_minute",
+        20,
+        timedelta(minutes=1),
+        "POSTD reads TikTok video and creator figures at most 20 times per account per minute",
+        frozenset({ANALYTICS}),
+    ),
+    QuotaRule(
+        "google_business",
+        "analytics_calls_per_minute",
+        10,
+        timedelta(minutes=1),
+        "POSTD reads Business Profile performance at most 10 times per location per minute",
+        frozenset({ANALYTICS}),
+    ),
+    QuotaRule(
+        "mailchimp",
+        "analytics_calls_per_minute",
+        30,
+        timedelta(minutes=1),
+        "POSTD reads Mailchimp reports at most 30 times per account per minute",
+        frozenset({ANALYTICS}),
+    ),
+)
+
+
 class QuotaBook:
     """The rules in force, by platform: the bundled ones, replaced per platform by
-    those connectors reports, and by operator overrides (configuration) last."""
+    those connectors reports, and by operator overrides (configuration) last; and the
+    account call budgets (the service passes DEFAULT_CALL_RULES), which connectors'
+    publish limits do not replace."""
 
     def __init__(
-        self, rules: Iterable[QuotaRule] = DEFAULT_RULES, overrides: Iterable[QuotaRule] = ()
+        self,
+        rules: Iterable[QuotaRule] = DEFAULT_RULES,
+        overrides: Iterable[QuotaRule] = (),
+        *,
+        calls: Iterable[QuotaRule] = (),
+        call_overrides: Iterable[QuotaRule] = (),
     ) -> None:
         self._overrides = tuple(overrides)
         self._by_platform: dict[str, tuple[QuotaRule, ...]] = {}
+        self._calls: dict[str, tuple[QuotaRule, ...]] = {
+            platform: tuple(r for r in grouped if r.limit > 0 and r.window > timedelta(0))
+            for platform, grouped in (
+                _by_platform(calls) | _by_platform(tuple(call_overrides))
+            ).items()
+        }
         self._set(_by_platform(rules) | _by_platform(self._overrides))
 
     def _set(self, grouped: dict[str, list[QuotaRule]]) -> None:
@@ -89,14 +169,24 @@ class QuotaBook:
         self._set(current | _by_platform(rules) | _by_platform(self._overrides))
 
     def for_platform(self, platform: str) -> tuple[QuotaRule, ...]:
-        return self._by_platform.get(platform, ())
+        """Every rule of the platform: publish limits and call budgets."""
+        return self._by_platform.get(platform, ()) + self._calls.get(platform, ())
+
+    def spent_by(self, platform: str, who: str) -> tuple[QuotaRule, ...]:
+        """The rules a publish (``PUBLISH``) or a read (``ANALYTICS``) spends."""
+        return tuple(r for r in self.for_platform(platform) if who in r.spent_by)
 
     @property
     def platforms(self) -> frozenset[str]:
-        return frozenset(self._by_platform)
+        return frozenset(self._by_platform) | frozenset(self._calls)
 
     def longest_window(self) -> timedelta:
-        windows = [r.window for rules in self._by_platform.values() for r in rules]
+        windows = [
+            r.window
+            for grouped in (self._by_platform, self._calls)
+            for rules in grouped.values()
+            for r in rules
+        ]
         return max(windows, default=timedelta(0))
 
 
@@ -151,7 +241,7 @@ def window_words(window: timedelta) -> str:
     return f"{seconds} seconds"
 
 
-def parse_rules(text: str) -> list[QuotaRule]:
+def parse_rules(text: str, spent_by: frozenset[str] = PUBLISH_ONLY) -> list[QuotaRule]:
     """Operator overrides: ``platform:name:limit:window_seconds`` separated by commas.
     Raises ValueError naming the bad entry."""
     rules: list[QuotaRule] = []
@@ -166,13 +256,15 @@ def parse_rules(text: str) -> list[QuotaRule]:
         except ValueError as exc:
             raise ValueError(f"quota rule {entry!r} needs whole numbers") from exc
         window = timedelta(seconds=seconds)
+        what = "posts" if spent_by == PUBLISH_ONLY else "calls"
         rules.append(
             QuotaRule(
                 parts[0],
                 parts[1],
                 limit,
                 window,
-                f"{parts[0]} allows {limit} posts per account in {window_words(window)}",
+                f"{parts[0]} allows {limit} {what} per account in {window_words(window)}",
+                spent_by,
             )
         )
     return rules
@@ -199,7 +291,7 @@ def plan_dispatch(
     taken: dict[UsageKey, list[datetime]] = {}
     held: dict[tuple[str, str], Deferral] = {}
     for demand in demands:
-        rules = book.for_platform(demand.platform)
+        rules = book.spent_by(demand.platform, PUBLISH)
         account = (demand.tenant_id, demand.connection_id)
         if not rules:
             admitted.add(demand.job_id)

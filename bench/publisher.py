@@ -24,7 +24,9 @@ its own benchmark); the sandbox's Meta app allowance (2,000 Graph calls an hour 
 default) is raised so the bench measures POSTD rather than that allowance.
 
 ``python -m bench.publisher`` (``BENCH_PUBLISHER_JOBS``, ``BENCH_PUBLISHER_RATES``,
-``BENCH_PUBLISHER_SECONDS`` to change the sizes).
+``BENCH_PUBLISHER_SECONDS`` to change the sizes). ``BENCH_PUBLISHER_PROFILE`` runs
+processes under cProfile and leaves ``*.prof`` files in the run's work folder:
+``publisher``, ``connectors`` or both (comma-separated; any other value: publisher).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ JOBS = int(os.environ.get("BENCH_PUBLISHER_JOBS", "100000"))
 RATES = tuple(int(r) for r in os.environ.get("BENCH_PUBLISHER_RATES", "300,1000").split(","))
 SECONDS = float(os.environ.get("BENCH_PUBLISHER_SECONDS", "10"))
 PARTS = set(os.environ.get("BENCH_PUBLISHER_PARTS", "dispatch,e2e").split(","))
+_PROFILE = {p.strip() for p in os.environ.get("BENCH_PUBLISHER_PROFILE", "").split(",") if p}
+PROFILE = _PROFILE & {"publisher", "connectors"} or ({"publisher"} if _PROFILE else set())
 TENANTS = 20
 PAGES_PER_TENANT = 10
 REDIRECT_URI = "https://app.postd.test/oauth/callback"
@@ -227,7 +231,7 @@ def serve_connectors() -> None:
     from postd_common.logging import configure_logging
     from postd_connectors import convert
     from postd_connectors.adapters.postgres import OutboxRelay, PostgresConnections
-    from postd_connectors.app import build_service
+    from postd_connectors.app import SPEC, build_service
     from postd_connectors.config import load_settings
     from postd_connectors.servicer import POLICY, SERVICE, ConnectorsServicer, register
     from postd_connectors.testing import InMemoryTokenStore
@@ -235,7 +239,12 @@ def serve_connectors() -> None:
     async def main() -> None:
         configure_logging("connectors", "warning")
         settings = load_settings(os.environ)
-        pool = await db.create_pool(settings.common.database_url, min_size=4, max_size=20)
+        pool = await db.create_pool(
+            settings.common.database_url,
+            min_size=4,
+            max_size=20,
+            reset_session=SPEC.pool_session_reset,
+        )
         producer = EventProducer(settings.common.kafka)
         relay = OutboxRelay(
             pool, lambda t, v, k, h: producer.produce(t, v, key=k, headers=h), idle_seconds=0.2
@@ -268,7 +277,19 @@ def serve_connectors() -> None:
         await producer.close()
         await pool.close()
 
-    asyncio.run(main())
+    out = os.environ.get("BENCH_CONNECTORS_PROFILE_OUT")
+    if not out:
+        asyncio.run(main())
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(main())
+    finally:
+        profiler.disable()
+        profiler.dump_stats(out)
 
 
 def _spawn(
@@ -325,6 +346,8 @@ async def _start_connectors(stack: Stack) -> None:
         POSTD_CONNECTORS_HTTP_TIMEOUT="10",
         POSTD_MEDIA_PREFLIGHT="false",
     )
+    if "connectors" in PROFILE:
+        env["BENCH_CONNECTORS_PROFILE_OUT"] = str(stack.work / "connectors.prof")
     await db.migrate_dsn(
         stack.dsn, "connectors", ROOT / "services/connectors/postd_connectors/migrations"
     )
@@ -475,7 +498,7 @@ async def _publisher(
     )
     log = stack.work / f"{schema}.log"
     command = [sys.executable, "-m", "postd_publisher"]
-    if os.environ.get("BENCH_PUBLISHER_PROFILE"):
+    if "publisher" in PROFILE:
         command[1:1] = ["-m", "cProfile", "-o", str(stack.work / f"{schema}.prof")]
     process = _spawn(command, env, log)
     try:
@@ -673,6 +696,8 @@ async def run() -> dict[str, Any]:
         await _stop(stack.sandbox)
         broker.stop()
         pg.stop()
+        if PROFILE:
+            print(f"profiles (*.prof) in {work}", file=sys.stderr, flush=True)
     return result
 
 

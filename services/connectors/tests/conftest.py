@@ -34,7 +34,7 @@ from postd_common.testing import TestInfra, unique
 from postd_connectors import convert
 from postd_connectors.adapters.postgres import OutboxRelay, PostgresConnections
 from postd_connectors.adapters.vault import VaultTokenStore
-from postd_connectors.app import PACKAGE, build_service
+from postd_connectors.app import PACKAGE, SPEC, build_service
 from postd_connectors.config import Settings, load_settings
 from postd_connectors.domain.service import ConnectorsService
 from postd_connectors.servicer import POLICY, SERVICE, ConnectorsServicer, register
@@ -94,6 +94,16 @@ async def media_server(media_dir: Path) -> AsyncIterator[str]:
 async def migrated(infra: TestInfra) -> str:
     await db.migrate_dsn(infra.dsn, "connectors", PACKAGE / "migrations")
     return infra.dsn
+
+
+@pytest.fixture(scope="session")
+async def connectors_pool(migrated: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool configured as the service's own (SPEC): no session reset on release."""
+    pool = await db.create_pool(
+        migrated, min_size=1, max_size=10, reset_session=SPEC.pool_session_reset
+    )
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture(scope="session")
@@ -318,6 +328,7 @@ async def harness(
     verifier_for: Callable[[str], IdentityVerifier],
     harness_env: dict[str, str],
     vault: VaultHandle | None,
+    connectors_pool: asyncpg.Pool,
 ) -> AsyncIterator[Harness]:
     settings = make_settings(
         infra, sandbox, media_server, events_topic, identity_dir, **harness_env
@@ -325,9 +336,11 @@ async def harness(
     # Usage blocks (X-App-Usage) are per platform app: one test's must not pause the next.
     await pg_pool.execute("DELETE FROM connectors.platform_usage")
     relay = OutboxRelay(
-        pg_pool, lambda t, v, k, h: producer.produce(t, v, key=k, headers=h), idle_seconds=0.05
+        connectors_pool,
+        lambda t, v, k, h: producer.produce(t, v, key=k, headers=h),
+        idle_seconds=0.05,
     )
-    repo = PostgresConnections(pg_pool, convert.event_encoder(events_topic), relay.wake.set)
+    repo = PostgresConnections(connectors_pool, convert.event_encoder(events_topic), relay.wake.set)
     vault_channel = None
     tokens: Any
     if vault is not None:

@@ -211,6 +211,13 @@ class EventProducer:
     A background thread serves delivery callbacks, so the event loop never blocks
     on librdkafka; each ``produce`` resolves when the broker acknowledged the
     message, or raises ``KafkaException`` when delivery failed for good.
+
+    A broker can come back without its data (Tansu keeps topics in memory; any
+    broker can be replaced): an idempotent producer then holds sequence numbers the
+    broker no longer knows and times out on every message from then on. So the first
+    failed delivery of a librdkafka client retires it (what it still holds is polled
+    until delivered or expired) and the next message goes through a fresh one; the
+    caller retries what failed, as an outbox relay does.
     """
 
     def __init__(
@@ -224,7 +231,12 @@ class EventProducer:
             "message.timeout.ms": message_timeout_ms,
         }
         config.pop("allow.auto.create.topics", None)
+        self._config = config
         self._producer = Producer(config)
+        self._generation = 0
+        self._renew = False
+        self._retired: list[Any] = []
+        self._swap = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
         self._thread.start()
@@ -232,6 +244,29 @@ class EventProducer:
     def _serve(self) -> None:
         while not self._stopping.is_set():
             self._producer.poll(0.05)
+            for old in list(self._retired):
+                old.poll(0)
+                if len(old) == 0:  # nothing left in flight: let it go
+                    with self._swap:
+                        self._retired.remove(old)
+                    _release(old)
+
+    def _failed(self, generation: int) -> None:
+        """A delivery by client ``generation`` failed (called in the poll thread)."""
+        with self._swap:
+            if generation == self._generation:
+                self._renew = True
+
+    def _current(self) -> tuple[Any, int]:
+        """The client to produce with, replaced first when the last one failed."""
+        with self._swap:
+            if self._renew:
+                self._retired.append(self._producer)
+                self._producer = Producer(self._config)
+                self._generation += 1
+                self._renew = False
+                log.warning("producer renewed after a failed delivery", client=self._generation)
+            return self._producer, self._generation
 
     async def produce(
         self,
@@ -310,15 +345,30 @@ class EventProducer:
         callback: Callable[[KafkaError | None, Message], None],
     ) -> None:
         payload = value if isinstance(value, bytes) else value.SerializeToString()
+        producer, generation = self._current()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self._failed(generation)
+            callback(err, msg)
+
         while True:
             try:
-                self._producer.produce(
-                    topic, payload, key=key, headers=list(headers or ()), on_delivery=callback
+                producer.produce(
+                    topic, payload, key=key, headers=list(headers or ()), on_delivery=delivered
                 )
                 return
             except BufferError:
                 # Local queue full: let the poll thread drain it.
-                self._producer.poll(0.01)
+                producer.poll(0.01)
+            except KafkaException as exc:
+                # A fatal error (the idempotent state is broken for good): this
+                # client takes nothing more; the message goes through a fresh one.
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, KafkaError) and error.fatal()):
+                    raise
+                self._failed(generation)
+                producer, generation = self._current()
 
     async def flush(self, timeout: float = 10.0) -> int:
         return int(await asyncio.to_thread(self._producer.flush, timeout))
@@ -332,11 +382,24 @@ class EventProducer:
             log.warning("producer closed with undelivered messages", remaining=remaining)
         self._stopping.set()
         await asyncio.to_thread(self._thread.join, 2.0)
-        # Release librdkafka's handle now (its threads would otherwise keep
-        # reconnecting to a broker that is gone until the object is collected).
-        close = getattr(self._producer, "close", None)
+        # Release librdkafka's handles now (their threads would otherwise keep
+        # reconnecting to a broker that is gone until the objects are collected).
+        for client in [self._producer, *self._retired]:
+            await asyncio.to_thread(_release, client)
+        self._retired.clear()
+
+
+def _release(client: Any) -> None:
+    """Close a librdkafka client at once: what it still holds is purged first (their
+    callbacks fire as failures), since close() would otherwise wait for each message
+    to expire."""
+    with contextlib.suppress(KafkaException, RuntimeError):
+        if len(client):
+            client.purge()
+            client.poll(0)
+        close = getattr(client, "close", None)
         if close is not None:
-            await asyncio.to_thread(close)
+            close()
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from postd.connectors.v1.connectors_pb2_grpc import ConnectorsServiceStub
 from postd.health.v1.health_pb2_grpc import ConnectionHealthServiceStub
+from postd.publisher.v1.analytics_pb2_grpc import AnalyticsServiceStub
 from postd.publisher.v1.publisher_pb2_grpc import PublisherServiceStub
 from postd.webhook_router.v1.webhook_router_pb2_grpc import WebhookRouterServiceStub
 from postd_common import db
@@ -286,6 +287,7 @@ def create_app(settings: Settings) -> web.Application:
             webhooks=stub(WebhookRouterServiceStub, "webhook-router"),
             health=stub(ConnectionHealthServiceStub, "health"),
             timeout=settings.backend_timeout_seconds,
+            analytics=stub(AnalyticsServiceStub, "publisher"),
         )
         tenants = TenantStore(pool)
         sessions = SessionStore(pool)

@@ -25,6 +25,7 @@ from postd_gateway.problems import FieldError, Problem
 if TYPE_CHECKING:
     from postd.connectors.v1.connectors_pb2_grpc import ConnectorsServiceAsyncStub
     from postd.health.v1.health_pb2_grpc import ConnectionHealthServiceAsyncStub
+    from postd.publisher.v1.analytics_pb2_grpc import AnalyticsServiceAsyncStub
     from postd.publisher.v1.publisher_pb2_grpc import PublisherServiceAsyncStub
     from postd.webhook_router.v1.webhook_router_pb2_grpc import WebhookRouterServiceAsyncStub
 
@@ -110,6 +111,8 @@ class Backends:
     webhooks: WebhookRouterServiceAsyncStub
     health: ConnectionHealthServiceAsyncStub
     timeout: float
+    # The publisher's analytics service (same address as `publisher`).
+    analytics: AnalyticsServiceAsyncStub
 
 
 async def rpc(

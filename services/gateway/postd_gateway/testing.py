@@ -33,6 +33,8 @@ from postd.connectors.v1 import connectors_pb2_grpc as cx_grpc
 from postd.events.v1 import alert_pb2
 from postd.health.v1 import health_pb2 as hp
 from postd.health.v1 import health_pb2_grpc as hp_grpc
+from postd.publisher.v1 import analytics_pb2 as apb
+from postd.publisher.v1 import analytics_pb2_grpc as apb_grpc
 from postd.publisher.v1 import publisher_pb2 as pub
 from postd.publisher.v1 import publisher_pb2_grpc as pub_grpc
 from postd.webhook_router.v1 import webhook_router_pb2 as wr
@@ -820,6 +822,121 @@ class FakePublisher(pub_grpc.PublisherServiceServicer):
         return pub.BackfillConnectionResponse(affected_count=0)
 
 
+class FakeAnalytics(apb_grpc.AnalyticsServiceServicer):
+    """The publisher's AnalyticsService over the world's posts: one published target
+    per job, figures derived from its id; validation as the real service does it."""
+
+    def __init__(self, world: FakeWorld) -> None:
+        self.world = world
+
+    @staticmethod
+    def _zone(name: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(name or "UTC")
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise errors.InvalidArgument("unknown time zone", field="time_zone") from None
+        return name or "UTC"
+
+    @staticmethod
+    def _dates(first: str, last: str) -> tuple[str, str]:
+        today = datetime.now(UTC).date()
+        try:
+            end = datetime.fromisoformat(last).date() if last else today
+            start = datetime.fromisoformat(first).date() if first else end - timedelta(days=29)
+        except ValueError:
+            raise errors.InvalidArgument("not a date", field="from_date") from None
+        if end < start or (end - start).days >= 400:
+            raise errors.InvalidArgument("bad date range", field="from_date")
+        return start.isoformat(), end.isoformat()
+
+    @staticmethod
+    def _metrics(seed: str) -> apb.Metrics:
+        n = int(hashlib.sha256(seed.encode()).hexdigest()[:6], 16) % 5000
+        return apb.Metrics(impressions=n, reach=n * 7 // 10, engagements=n // 15, posts=1)
+
+    @map_domain_errors
+    async def QueryAnalytics(
+        self, request: apb.QueryAnalyticsRequest, context: Any
+    ) -> apb.QueryAnalyticsResponse:
+        tenant_id = _tenant(request)
+        zone = self._zone(request.time_zone)
+        first, last = self._dates(request.from_date, request.to_date)
+        posts = self.world.owned(self.world.posts.values(), tenant_id)
+        rows = [
+            apb.AnalyticsRow(period=last, platform=j.platform, metrics=self._metrics(j.id))
+            for p in posts
+            for j in p.jobs
+        ]
+        totals = apb.Metrics(posts=len(rows))
+        if rows:
+            totals.impressions = sum(r.metrics.impressions for r in rows)
+        return apb.QueryAnalyticsResponse(
+            rows=rows,
+            totals=totals,
+            time_zone=zone,
+            from_date=first,
+            to_date=last,
+            source="daily",
+        )
+
+    @map_domain_errors
+    async def GetPostAnalytics(
+        self, request: apb.GetPostAnalyticsRequest, context: Any
+    ) -> apb.GetPostAnalyticsResponse:
+        post = self.world.post(_tenant(request), request.post_id)
+        return apb.GetPostAnalyticsResponse(
+            post_id=post.id,
+            targets=[
+                apb.TargetAnalytics(
+                    job_id=j.id,
+                    connection_id=j.connection_id,
+                    platform=j.platform,
+                    content_type="text",
+                    latest=self._metrics(j.id),
+                    collection=apb.Collection(state="SCHEDULED"),
+                )
+                for j in post.jobs
+            ],
+        )
+
+    @map_domain_errors
+    async def GetConnectionAnalytics(
+        self, request: apb.GetConnectionAnalyticsRequest, context: Any
+    ) -> apb.GetConnectionAnalyticsResponse:
+        connection = self.world.connection(_tenant(request), request.connection_id, "connection_id")
+        self._zone(request.time_zone)
+        self._dates(request.from_date, request.to_date)
+        return apb.GetConnectionAnalyticsResponse(
+            connection_id=connection.id,
+            platform=connection.platform,
+            account_days=[
+                apb.AccountDayFigures(
+                    date=datetime.now(UTC).date().isoformat(),
+                    metrics=self._metrics(connection.id),
+                )
+            ],
+        )
+
+    @map_domain_errors
+    async def GetInsights(
+        self, request: apb.GetInsightsRequest, context: Any
+    ) -> apb.GetInsightsResponse:
+        _tenant(request)
+        zone = self._zone(request.time_zone)
+        if not 0 <= request.days <= 365:
+            raise errors.InvalidArgument("days is between 1 and 365", field="days")
+        return apb.GetInsightsResponse(
+            insights=[
+                apb.Insight(
+                    kind=apb.INSIGHT_KIND_CONTENT_TYPE,
+                    verdict=apb.VERDICT_NOT_ENOUGH_DATA,
+                    summary="Not enough data yet.",
+                )
+            ],
+            time_zone=zone,
+        )
+
+
 class _Invalid(Exception):
     def __init__(self, report: common.ValidationReport) -> None:
         super().__init__("invalid post")
@@ -1248,13 +1365,24 @@ async def start_fake_backends(
             "postd.health.v1.ConnectionHealthService",
         ),
     }
+    # The publisher serves its analytics service on the same server.
+    extra: dict[str, list[tuple[Any, Callable[[Any, grpc.aio.Server], None], str]]] = {
+        "publisher": [
+            (
+                _make(FakeAnalytics, world),
+                apb_grpc.add_AnalyticsServiceServicer_to_server,
+                "postd.publisher.v1.AnalyticsService",
+            )
+        ]
+    }
     servers: dict[str, GrpcServer] = {}
     for name, (servicer, add, service_name) in made.items():
+        more = extra.get(name, [])
         server = create_server(
             service=name,
             address="127.0.0.1:0",
-            register=[_bind(add, servicer)],
-            service_names=[service_name],
+            register=[_bind(add, servicer), *(_bind(a, s) for s, a, _ in more)],
+            service_names=[service_name, *(n for _, _, n in more)],
             verifier=verifier_for(name) if verifier_for else None,
             policy=AccessPolicy(default=frozenset({"gateway"})),
         )

@@ -6,16 +6,25 @@ import dataclasses
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from postd_common import topics
 from postd_common.config import EnvReader
 from postd_common.kafka import KafkaSettings
 from postd_common.settings import CommonSettings, load_common, service_addr
 from postd_publisher.adapters.events import Topics
+from postd_publisher.domain.analytics import (
+    AnalyticsShare,
+    CollectionSchedule,
+    parse_schedule,
+    parse_shares,
+)
 from postd_publisher.domain.breaker import BreakerPolicy
+from postd_publisher.domain.collector import CollectionSettings
 from postd_publisher.domain.dispatch import DispatchSettings
-from postd_publisher.domain.quota import QuotaRule, parse_rules
+from postd_publisher.domain.insights import InsightRules
+from postd_publisher.domain.quota import EVERY_CALL, QuotaRule, parse_rules
 
 ROLES = ("api", "dispatcher", "worker")
 
@@ -45,6 +54,13 @@ class Settings:
     send_timeout: float
     breaker: BreakerPolicy
     quota_overrides: tuple[QuotaRule, ...]
+    # Analytics collection (off: published posts are not followed) and its reports.
+    analytics_enabled: bool = True
+    collection: CollectionSettings = field(default_factory=CollectionSettings)
+    call_overrides: tuple[QuotaRule, ...] = ()
+    analytics_group: str = "publisher-analytics"
+    analytics_concurrency: int = 8
+    insight_rules: InsightRules = field(default_factory=InsightRules)
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -81,6 +97,28 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     except ValueError as exc:
         env.problems.append(f"POSTD_PUBLISH_QUOTA_RULES: {exc}")
         overrides = ()
+    try:
+        call_overrides = tuple(parse_rules(env.text("POSTD_ANALYTICS_QUOTA_RULES", ""), EVERY_CALL))
+    except ValueError as exc:
+        env.problems.append(f"POSTD_ANALYTICS_QUOTA_RULES: {exc}")
+        call_overrides = ()
+    schedule = CollectionSchedule()
+    try:
+        schedule = CollectionSchedule(
+            steps=parse_schedule(
+                env.text("POSTD_ANALYTICS_POST_SCHEDULE", "86400:3600,2592000:86400")
+            ),
+            account_every=timedelta(
+                seconds=env.number("POSTD_ANALYTICS_ACCOUNT_SECONDS", 86400.0, minimum=1.0)
+            ),
+        )
+    except ValueError as exc:
+        env.problems.append(f"POSTD_ANALYTICS_POST_SCHEDULE: {exc}")
+    share = AnalyticsShare()
+    try:
+        share = parse_shares(env.text("POSTD_ANALYTICS_QUOTA_SHARE", "0.5"))
+    except ValueError as exc:
+        env.problems.append(f"POSTD_ANALYTICS_QUOTA_SHARE: {exc}")
     consumer_kafka = dataclasses.replace(
         common.kafka,
         extra={
@@ -100,6 +138,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             results=env.text("POSTD_PUBLISH_RESULTS_TOPIC", topics.PUBLISH_RESULTS),
             dlq=env.text("POSTD_PUBLISH_DLQ_TOPIC", topics.PUBLISH_DLQ),
             connection_events=env.text("POSTD_CONNECTION_EVENTS_TOPIC", topics.CONNECTION_EVENTS),
+            analytics_jobs=env.text("POSTD_ANALYTICS_JOBS_TOPIC", topics.ANALYTICS_JOBS),
         ),
         worker_group=env.text("POSTD_PUBLISHER_WORKER_GROUP", "publisher-workers"),
         events_group=env.text("POSTD_PUBLISHER_EVENTS_GROUP", "publisher-connection-events"),
@@ -133,6 +172,25 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             probe_timeout_seconds=env.number("POSTD_BREAKER_PROBE_TIMEOUT_SECONDS", 120.0),
         ),
         quota_overrides=overrides,
+        analytics_enabled=env.flag("POSTD_ANALYTICS_ENABLED", True),
+        collection=CollectionSettings(
+            schedule=schedule,
+            share=share,
+            lease_seconds=env.number("POSTD_ANALYTICS_LEASE_SECONDS", 300.0, minimum=1.0),
+            max_attempts=env.integer("POSTD_ANALYTICS_MAX_ATTEMPTS", 4, minimum=1),
+            retry_base_seconds=env.number("POSTD_ANALYTICS_RETRY_BASE_SECONDS", 60.0, minimum=0.0),
+            retry_max_seconds=env.number("POSTD_ANALYTICS_RETRY_MAX_SECONDS", 3600.0, minimum=0.0),
+            batch_size=env.integer("POSTD_ANALYTICS_BATCH", 500, minimum=1),
+        ),
+        call_overrides=call_overrides,
+        analytics_group=env.text("POSTD_PUBLISHER_ANALYTICS_GROUP", "publisher-analytics"),
+        analytics_concurrency=env.integer("POSTD_ANALYTICS_CONCURRENCY", 8, minimum=1),
+        insight_rules=InsightRules(
+            min_posts=env.integer("POSTD_INSIGHTS_MIN_POSTS", 10, minimum=2),
+            min_age=timedelta(
+                seconds=env.number("POSTD_INSIGHTS_MIN_AGE_SECONDS", 172800.0, minimum=0.0)
+            ),
+        ),
     )
     env.check()
     return settings

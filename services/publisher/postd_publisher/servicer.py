@@ -54,7 +54,8 @@ MAX_PAGE = 500
 
 
 def access_policy() -> AccessPolicy:
-    """The gateway may call everything; health may pause, resume and count."""
+    """The gateway may call everything (analytics too); health may pause, resume
+    and count."""
     both = frozenset({"gateway", "health"})
     return AccessPolicy(
         methods={
@@ -62,6 +63,7 @@ def access_policy() -> AccessPolicy:
             f"/{SERVICE}/ResumeConnection": both,
             f"/{SERVICE}/CountMissedJobs": both,
             f"/{SERVICE}/": frozenset({"gateway"}),
+            "/postd.publisher.v1.AnalyticsService/": frozenset({"gateway"}),
         }
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from postd_gateway.protojson import SchemaRegistry
-from postd_gateway.resources import account, connections, health, posts, webhooks
+from postd_gateway.resources import account, analytics, connections, health, posts, webhooks
 from postd_gateway.routing import Route
 
 
@@ -11,6 +11,7 @@ def all_routes(reg: SchemaRegistry) -> list[Route]:
     return [
         *connections.routes(reg),
         *posts.routes(reg),
+        *analytics.routes(reg),
         *webhooks.routes(reg),
         *health.routes(reg),
         *account.routes(reg),

@@ -14,6 +14,7 @@ SCHEDULE = {"schedule": {"publish_at": "2030-01-01T09:00:00Z"}}
 # (method, path template, JSON body, success status for the owner)
 BY_ID = [
     ("GET", "/v1/connections/{connection_id}", None, 200),
+    ("GET", "/v1/connections/{connection_id}/analytics", None, 200),
     ("POST", "/v1/connections/{connection_id}/refresh", None, 200),
     ("POST", "/v1/connections/{connection_id}/disconnect", {"revoke_at_platform": False}, 200),
     ("POST", "/v1/connections/{connection_id}/reconnect", {}, 200),
@@ -26,6 +27,7 @@ BY_ID = [
     ("GET", "/v1/connect/facebook?reconnect={connection_id}", None, 302),
     ("GET", "/v1/health/checks?connection_id={connection_id}", None, 200),
     ("GET", "/v1/posts/{post_id}", None, 200),
+    ("GET", "/v1/posts/{post_id}/analytics", None, 200),
     ("POST", "/v1/posts/{post_id}/cancel", {"reason": "no"}, 200),
     ("POST", "/v1/posts/{post_id}/reschedule", SCHEDULE, 200),
     ("POST", "/v1/posts/{post_id}/approve", {"note": "ok"}, 200),

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -45,7 +45,16 @@ from postd_publisher.domain.analytics import (
     Figures,
     figures_of,
 )
+from postd_publisher.domain.insights import PostFigure
 from postd_publisher.domain.quota import Deferral, LedgerEntry, UsageKey
+from postd_publisher.domain.reports import (
+    AccountFigures,
+    CollectionStatus,
+    DateRange,
+    Filters,
+    RollupRow,
+    TargetFigures,
+)
 from postd_publisher.ports import (
     CollectionClaimRequest,
     CollectionResult,
@@ -575,7 +584,7 @@ class PostgresAnalyticsStore:
                 self.q(
                     """UPDATE publisher.analytics_zones SET last_used_at = $3
                         WHERE tenant_id = $1 AND time_zone = $2
-                          AND last_used_at < $3 - interval '1 hour'
+                          AND last_used_at < $3::timestamptz - interval '1 hour'
                     RETURNING 1"""
                 ),
                 tenant_id,
@@ -615,6 +624,257 @@ class PostgresAnalyticsStore:
                 )
                 await conn.execute(self.q(BUILD_ZONE_SQL), tenant_id, time_zone)
         return True
+
+    # ------------------------------------------------------------------ reads
+
+    async def rollups(
+        self,
+        tenant_id: str,
+        days: DateRange,
+        granularity: str,
+        group_by: Sequence[str],
+        filters: Filters,
+        *,
+        daily: bool,
+    ) -> Sequence[RollupRow]:
+        args: list[Any] = [tenant_id, days.zone_name, days.first, days.last]
+        if daily:
+            day = "day"
+            source = "publisher.analytics_rollup_days"
+            where = ["tenant_id = $1", "time_zone = $2", "day BETWEEN $3 AND $4"]
+        else:
+            day = "(bucket AT TIME ZONE $2)::date"
+            source = "publisher.analytics_rollup_quarters"
+            where = [
+                "tenant_id = $1",
+                "bucket >= ($3::date::timestamp AT TIME ZONE $2)",
+                "bucket < (($4::date + 1)::timestamp AT TIME ZONE $2)",
+            ]
+        for column, values in (
+            ("platform", filters.platforms),
+            ("connection_id", filters.connection_ids),
+            ("content_type", filters.content_types),
+        ):
+            if values:
+                args.append(list(values))
+                where.append(f"{column} = ANY(${len(args)}::text[])")
+        period = {
+            "": None,
+            "day": day,
+            "week": f"date_trunc('week', ({day})::timestamp)::date",
+            "month": f"date_trunc('month', ({day})::timestamp)::date",
+        }[granularity]
+        keys = [c for c in (period,) if c] + [DIMENSION_COLUMNS[d] for d in group_by]
+        select = ", ".join(
+            [f"{period} AS period" if period else "NULL::date AS period"]
+            + [f"{DIMENSION_COLUMNS[d]} AS {DIMENSION_COLUMNS[d]}" for d in group_by]
+        )
+        group = f"GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)}" if keys else ""
+        sql = f"SELECT {select}, {_SUMS} FROM {source} WHERE {' AND '.join(where)} {group}"
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self.q(sql), *args)
+        return [
+            RollupRow(
+                period=row["period"],
+                platform=row.get("platform", ""),
+                connection_id=row.get("connection_id", ""),
+                content_type=row.get("content_type", ""),
+                posts=int(row["posts"] or 0),
+                figures=figures_of({m: row[m] for m in ROLLUP_METRICS}),
+            )
+            for row in rows
+            if keys or row["posts"] is not None
+        ]
+
+    async def post_exists(self, tenant_id: str, post_id: str) -> bool:
+        try:
+            pid = uuid.UUID(post_id)
+        except ValueError:
+            return False
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                self.q("SELECT 1 FROM publisher.posts WHERE tenant_id = $1 AND id = $2"),
+                tenant_id,
+                pid,
+            )
+        return found is not None
+
+    async def post_targets(self, tenant_id: str, post_id: str) -> Sequence[TargetFigures]:
+        async with self._pool.acquire() as conn:
+            tasks = await conn.fetch(
+                self.q(
+                    f"""SELECT {_TASK_READ} FROM publisher.analytics_tasks t
+                          JOIN publisher.jobs j ON j.id = t.job_id
+                         WHERE t.tenant_id = $1 AND t.post_id = $2 AND t.kind = 'post'
+                         ORDER BY j.position"""
+                ),
+                tenant_id,
+                uuid.UUID(post_id),
+            )
+            snapshots = await conn.fetch(
+                self.q(
+                    f"""SELECT task_id, taken_at, {FIGURE_COLUMNS}, breakdown
+                          FROM publisher.analytics_snapshots
+                         WHERE tenant_id = $1 AND task_id = ANY($2::uuid[])
+                         ORDER BY task_id, taken_at"""
+                ),
+                tenant_id,
+                [t["id"] for t in tasks],
+            )
+        by_task: dict[str, list[tuple[datetime, Figures]]] = defaultdict(list)
+        for row in snapshots:
+            by_task[str(row["task_id"])].append((row["taken_at"], _figures(row)))
+        return [_target(row, by_task.get(str(row["id"]), [])) for row in tasks]
+
+    async def connection_platform(self, tenant_id: str, connection_id: str) -> str | None:
+        async with self._pool.acquire() as conn:
+            found: str | None = await conn.fetchval(
+                self.q(
+                    """SELECT platform FROM (
+                           (SELECT platform FROM publisher.analytics_tasks
+                             WHERE tenant_id = $1 AND connection_id = $2 LIMIT 1)
+                           UNION ALL
+                           (SELECT platform FROM publisher.known_connections
+                             WHERE tenant_id = $1 AND connection_id = $2)) found
+                        LIMIT 1"""
+                ),
+                tenant_id,
+                connection_id,
+            )
+        return found
+
+    async def account_figures(
+        self, tenant_id: str, connection_id: str, first: date, last: date
+    ) -> AccountFigures:
+        async with self._pool.acquire() as conn:
+            task = await conn.fetchrow(
+                self.q(
+                    f"""SELECT {_TASK_READ} FROM publisher.analytics_tasks t
+                         WHERE t.tenant_id = $1 AND t.connection_id = $2 AND t.kind = 'account'"""
+                ),
+                tenant_id,
+                connection_id,
+            )
+            days = await conn.fetch(
+                self.q(
+                    f"""SELECT day, {FIGURE_COLUMNS}, breakdown
+                          FROM publisher.analytics_account_days
+                         WHERE tenant_id = $1 AND connection_id = $2 AND day BETWEEN $3 AND $4
+                         ORDER BY day"""
+                ),
+                tenant_id,
+                connection_id,
+                first,
+                last,
+            )
+        totals: dict[str, int] = {}
+        if task is not None:
+            raw = task["breakdown"]
+            totals = {
+                str(k): int(v)
+                for k, v in (json.loads(raw) if isinstance(raw, str) else raw).items()
+            }
+        return AccountFigures(
+            platform=task["platform"] if task is not None else "",
+            days=[(row["day"], _figures(row)) for row in days],
+            totals=totals,
+            collection=_status(task) if task is not None else None,
+        )
+
+    async def top_posts(
+        self, tenant_id: str, connection_id: str, since: datetime, until: datetime, limit: int
+    ) -> Sequence[TargetFigures]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                self.q(
+                    f"""SELECT {_TASK_READ} FROM publisher.analytics_tasks t
+                         WHERE t.tenant_id = $1 AND t.kind = 'post' AND t.connection_id = $2
+                           AND t.published_at >= $3 AND t.published_at < $4
+                           AND t.collections > 0
+                         ORDER BY coalesce(t.reach, t.impressions, t.video_views, 0) DESC, t.id
+                         LIMIT $5"""
+                ),
+                tenant_id,
+                connection_id,
+                since,
+                until,
+                limit,
+            )
+        return [_target(row, []) for row in rows]
+
+    async def insight_posts(
+        self, tenant_id: str, since: datetime, min_age: timedelta, platforms: Sequence[str]
+    ) -> Sequence[PostFigure]:
+        args: list[Any] = [tenant_id, since, min_age]
+        extra = ""
+        if platforms:
+            args.append(list(platforms))
+            extra = "AND platform = ANY($4::text[])"
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                self.q(
+                    f"""SELECT post_id, connection_id, platform, content_type, published_at,
+                               impressions, reach, engagements, video_views
+                          FROM publisher.analytics_tasks
+                         WHERE tenant_id = $1 AND kind = 'post' AND published_at >= $2
+                           AND collections > 0 AND last_collected_at - published_at >= $3
+                           {extra}"""
+                ),
+                *args,
+            )
+        return [
+            PostFigure(
+                post_id=str(row["post_id"]),
+                connection_id=row["connection_id"],
+                platform=row["platform"],
+                content_type=row["content_type"],
+                published_at=row["published_at"],
+                impressions=row["impressions"],
+                reach=row["reach"],
+                engagements=row["engagements"],
+                video_views=row["video_views"],
+            )
+            for row in rows
+        ]
+
+
+_TASK_READ = f"""t.id, t.tenant_id, t.connection_id, t.platform, t.kind, t.job_id, t.post_id,
+    t.platform_post_id, t.content_type, t.published_at, t.state, t.state_reason, t.run_at,
+    t.last_collected_at, t.collections, t.dead_letters,
+    {", ".join(f"t.{m}" for m in ROLLUP_METRICS)}, t.breakdown"""
+DIMENSION_COLUMNS = {
+    "platform": "platform",
+    "connection": "connection_id",
+    "content_type": "content_type",
+}
+
+
+def _status(row: Any) -> CollectionStatus:
+    waiting = row["state"] in ("SCHEDULED", "RETRYING")
+    return CollectionStatus(
+        state=row["state"],
+        reason=row["state_reason"],
+        next_at=row["run_at"] if waiting else None,
+        last_collected_at=row["last_collected_at"],
+        collections=row["collections"],
+        dead_letters=row["dead_letters"],
+    )
+
+
+def _target(row: Any, snapshots: Sequence[tuple[datetime, Figures]]) -> TargetFigures:
+    return TargetFigures(
+        task_id=str(row["id"]),
+        job_id=str(row["job_id"] or ""),
+        post_id=str(row["post_id"] or ""),
+        connection_id=row["connection_id"],
+        platform=row["platform"],
+        platform_post_id=row["platform_post_id"],
+        content_type=row["content_type"],
+        published_at=row["published_at"],
+        latest=_figures(row),
+        collection=_status(row),
+        snapshots=snapshots,
+    )
 
 
 def _move_tasks_sql() -> str:

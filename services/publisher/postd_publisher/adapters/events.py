@@ -29,6 +29,7 @@ class Topics:
     results: str = topics.PUBLISH_RESULTS
     dlq: str = topics.PUBLISH_DLQ
     connection_events: str = topics.CONNECTION_EVENTS
+    analytics_jobs: str = topics.ANALYTICS_JOBS
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaException
 
+from postd.events.v1.analytics_job_pb2 import AnalyticsJob
 from postd_common.kafka import (
     EventProducer,
     KafkaSettings,
@@ -23,9 +24,9 @@ from postd_common.kafka import (
     message_headers,
 )
 from postd_common.logging import get_logger
-from postd_publisher.adapters.events import OutgoingMessage, job_message
+from postd_publisher.adapters.events import OutgoingMessage, job_message, timestamp
 from postd_publisher.adapters.postgres import PostgresJobStore
-from postd_publisher.ports import DispatchJob, QueueUnavailable
+from postd_publisher.ports import CollectionRound, DispatchJob, QueueUnavailable
 
 log = get_logger(__name__)
 
@@ -131,6 +132,37 @@ class KafkaJobQueue:
                 OutgoingMessage(
                     self._topic, job.connection_id, message.SerializeToString(), headers
                 )
+            )
+        await self._outlet.send(messages)
+
+
+class KafkaAnalyticsQueue:
+    """The AnalyticsQueue port: AnalyticsJob messages keyed by connection id."""
+
+    def __init__(self, outlet: KafkaOutlet, topic: str) -> None:
+        self._outlet = outlet
+        self._topic = topic
+
+    async def send(self, rounds: Sequence[CollectionRound]) -> None:
+        messages = []
+        for r in rounds:
+            message = AnalyticsJob(
+                tenant_id=r.tenant_id,
+                connection_id=r.connection_id,
+                platform=r.platform,
+                kind=r.kind,
+                task_ids=list(r.task_ids),
+                dispatch_token=r.round_id,
+                dispatched_at=timestamp(r.dispatched_at),
+            )
+            headers = {
+                k: v.decode()
+                for k, v in message_headers(
+                    message, tenant_id=r.tenant_id, idempotency_key=r.round_id
+                )
+            }
+            messages.append(
+                OutgoingMessage(self._topic, r.connection_id, message.SerializeToString(), headers)
             )
         await self._outlet.send(messages)
 

@@ -630,13 +630,25 @@ class PostgresJobStore:
                               CASE WHEN s = 'SCHEDULED' AND cp.connection_id IS NOT NULL
                                    THEN 'PAUSED' ELSE s END,
                               CASE WHEN s = 'SCHEDULED' AND cp.connection_id IS NOT NULL
-                                   THEN cp.reason ELSE '' END,
-                              d, d, m, $3, $3, $13
+                                   THEN cp.reason
+                                   WHEN s = 'SCHEDULED' AND qb.until > d
+                                   THEN 'Deferred: ' || qb.reason || '.'
+                                   ELSE '' END,
+                              d,
+                              CASE WHEN s = 'SCHEDULED' AND qb.until > d THEN qb.until
+                                   ELSE d END,
+                              m, $3, $3, $13
                        FROM unnest($4::uuid[], $5::int[], $6::text[], $7::text[], $8::text[],
                                    $9::bytea[], $10::text[], $11::timestamptz[], $12::int[])
                             AS n(i, pos, c, pl, k, ct, s, d, m)
                        LEFT JOIN publisher.connection_pauses cp
-                              ON cp.tenant_id = $1 AND cp.connection_id = n.c"""
+                              ON cp.tenant_id = $1 AND cp.connection_id = n.c
+                       -- An account the platform holds (Retry-After, a spent
+                       -- allowance): a new job waits past the hold and says why,
+                       -- as the account's waiting jobs do (see _block), instead of
+                       -- sitting overdue with no reason until the hold ends.
+                       LEFT JOIN publisher.quota_blocks qb
+                              ON qb.tenant_id = $1 AND qb.connection_id = n.c"""
                 ),
                 post.tenant_id,
                 uuid.UUID(post.id),

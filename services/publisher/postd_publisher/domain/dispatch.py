@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from postd_common.logging import get_logger
 from postd_publisher.domain.breaker import BreakerPolicy
+from postd_publisher.domain.collector import AnalyticsDispatch
 from postd_publisher.domain.quota import (
     PUBLISH,
     QuotaBook,
@@ -29,6 +30,7 @@ from postd_publisher.domain.quota import (
     plan_dispatch,
 )
 from postd_publisher.ports import (
+    AnalyticsStore,
     ClaimRequest,
     ConnectorsClient,
     ConnectorsUnavailable,
@@ -74,6 +76,7 @@ class Dispatcher:
         breaker: BreakerPolicy,
         settings: DispatchSettings,
         clock: Clock,
+        analytics: AnalyticsDispatch | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -81,6 +84,8 @@ class Dispatcher:
         self._breaker = breaker
         self._settings = settings
         self._now = clock
+        # Analytics collection, served with the room publish jobs leave in a round.
+        self._analytics = analytics
         self._cursor = ""
         self._breaker_view: tuple[float, frozenset[str], list[str]] = (-1e18, frozenset(), [])
         self.wake = asyncio.Event()
@@ -147,13 +152,25 @@ class Dispatcher:
         async with self._store.claim_due(request) as claim:
             jobs = list(claim.jobs)
             admitted = await self._admit(claim, now) if jobs else set()
-        if not jobs:
-            return claimed
-        # Resume the tenant rotation after the last tenant served when the batch was
-        # full; start from the beginning otherwise.
-        self._cursor = jobs[-1].tenant_id if len(jobs) >= limit else ""
-        await self._send([j for j in jobs if j.job_id in admitted], now)
-        return claimed + len(jobs)
+        if jobs:
+            # Resume the tenant rotation after the last tenant served when the batch
+            # was full; start from the beginning otherwise.
+            self._cursor = jobs[-1].tenant_id if len(jobs) >= limit else ""
+            await self._send([j for j in jobs if j.job_id in admitted], now)
+        claimed += len(jobs)
+        if self._analytics is not None and len(jobs) < limit:
+            # Publishing has priority: collection gets only a round's leftover room, and
+            # only when no publish job is waiting for a slot.
+            claimed += await self._collect(now, limit - len(jobs), held)
+        return claimed
+
+    async def _collect(self, now: datetime, room: int, held: frozenset[str]) -> int:
+        assert self._analytics is not None
+        try:
+            return await self._analytics.dispatch_once(now, room, held)
+        except Exception as exc:  # noqa: BLE001 - never let collection hold up publishing
+            log.warning("analytics dispatch failed; retrying", error=f"{type(exc).__name__}: {exc}")
+            return 0
 
     async def _send(self, jobs: Sequence[DispatchJob], now: datetime) -> None:
         if not jobs:
@@ -248,6 +265,7 @@ class Reconciler:
         settings: DispatchSettings,
         clock: Clock,
         wake: Callable[[], None],
+        analytics: AnalyticsStore | None = None,
     ) -> None:
         self._store = store
         self._connectors = connectors
@@ -255,6 +273,7 @@ class Reconciler:
         self._settings = settings
         self._now = clock
         self._wake = wake
+        self._analytics = analytics
 
     async def run(self, stop: asyncio.Event) -> None:
         last_rules = -1e18
@@ -275,6 +294,10 @@ class Reconciler:
                         recovered=sweep.recovered,
                     )
                     self._wake()
+                if self._analytics is not None:
+                    lost = await self._analytics.sweep_stale(self._now(), 1000)
+                    if lost:
+                        log.warning("lost analytics rounds brought back", tasks=lost)
                 if loop.time() - last_prune > 60:
                     last_prune = loop.time()
                     now = self._now()

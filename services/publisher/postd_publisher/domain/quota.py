@@ -256,17 +256,12 @@ def parse_rules(text: str, spent_by: frozenset[str] = PUBLISH_ONLY) -> list[Quot
         except ValueError as exc:
             raise ValueError(f"quota rule {entry!r} needs whole numbers") from exc
         window = timedelta(seconds=seconds)
-        what = "posts" if spent_by == PUBLISH_ONLY else "calls"
-        rules.append(
-            QuotaRule(
-                parts[0],
-                parts[1],
-                limit,
-                window,
-                f"{parts[0]} allows {limit} {what} per account in {window_words(window)}",
-                spent_by,
-            )
+        description = (
+            f"{parts[0]} allows {limit} posts per account in {window_words(window)}"
+            if spent_by == PUBLISH_ONLY
+            else f"{parts[0]} allows {limit} calls per account every {window_words(window)}"
         )
+        rules.append(QuotaRule(parts[0], parts[1], limit, window, description, spent_by))
     return rules
 
 

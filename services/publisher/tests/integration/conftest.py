@@ -29,6 +29,7 @@ from postd.common.v1 import common_pb2
 from postd.connectors.v1 import connectors_pb2 as cpb
 from postd.connectors.v1.connectors_pb2_grpc import ConnectorsServiceStub
 from postd.publisher.v1 import publisher_pb2 as pb
+from postd.publisher.v1.analytics_pb2_grpc import AnalyticsServiceStub
 from postd.publisher.v1.publisher_pb2_grpc import PublisherServiceStub
 from postd_common import db
 from postd_common.bootstrap import Runtime
@@ -49,6 +50,7 @@ from postd_connectors.servicer import SERVICE as CONNECTORS_SERVICE
 from postd_connectors.servicer import ConnectorsServicer
 from postd_connectors.servicer import register as register_connectors
 from postd_connectors.testing import RunningSandbox, start_sandbox
+from postd_publisher.analytics_servicer import ANALYTICS_SERVICE, register_analytics
 from postd_publisher.app import MIGRATIONS, Publisher, assemble
 from postd_publisher.config import Settings, load_settings
 from postd_publisher.servicer import SERVICE, access_policy, register
@@ -71,14 +73,20 @@ class Topics:
     results: str
     dlq: str
     events: str
+    analytics: str
 
 
 @pytest.fixture
 def topics(make_topics: Callable[..., list[str]]) -> Topics:
-    jobs, results, dlq, events = make_topics(
-        "publish.jobs", "publish.results", "publish.dlq", "connection.events", partitions=3
+    jobs, results, dlq, events, analytics = make_topics(
+        "publish.jobs",
+        "publish.results",
+        "publish.dlq",
+        "connection.events",
+        "analytics.jobs",
+        partitions=3,
     )
-    return Topics(jobs, results, dlq, events)
+    return Topics(jobs, results, dlq, events, analytics)
 
 
 # --------------------------------------------------------------------------- connectors
@@ -145,15 +153,21 @@ class Platforms:
         found: list[dict[str, Any]] = body["posts"]
         return found
 
-    async def connect(self, tenant_id: str, platform: str = "facebook") -> dict[str, str]:
+    async def connect(
+        self,
+        tenant_id: str,
+        platform: str = "facebook",
+        capabilities: tuple[str, ...] = ("publish",),
+    ) -> dict[str, str]:
         """OAuth through connectors and the sandbox; returns external id → connection id."""
-        await self.control("POST", "/_sandbox/consent", json={"platform": "meta"})
+        app = {"facebook": "meta", "instagram": "meta"}.get(platform, platform)
+        await self.control("POST", "/_sandbox/consent", json={"platform": app})
         start = await self.stub.StartAuth(
             cpb.StartAuthRequest(
                 tenant_id=tenant_id,
                 user_id="u_1",
                 platform=platform,
-                capabilities=["publish"],
+                capabilities=list(capabilities),
                 redirect_uri=REDIRECT_URI,
             )
         )
@@ -274,8 +288,10 @@ def publisher_env(
         "POSTD_PUBLISH_RESULTS_TOPIC": topics.results,
         "POSTD_PUBLISH_DLQ_TOPIC": topics.dlq,
         "POSTD_CONNECTION_EVENTS_TOPIC": topics.events,
+        "POSTD_ANALYTICS_JOBS_TOPIC": topics.analytics,
         "POSTD_PUBLISHER_WORKER_GROUP": f"{group}-workers",
         "POSTD_PUBLISHER_EVENTS_GROUP": f"{group}-events",
+        "POSTD_PUBLISHER_ANALYTICS_GROUP": f"{group}-analytics",
         "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "publisher.key"),
         "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
         "POSTD_KAFKA_SESSION_TIMEOUT_MS": "2000",
@@ -333,6 +349,7 @@ class Harness:
     running: list[Running] = field(default_factory=list)
     gateway: PublisherServiceStub | None = None
     health: PublisherServiceStub | None = None
+    analytics: AnalyticsServiceStub | None = None
 
     @property
     def api(self) -> PublisherServiceStub:
@@ -442,8 +459,8 @@ async def harness(
         server = create_server(
             service="publisher",
             address="127.0.0.1:0",
-            register=[register(app.servicer)],
-            service_names=[SERVICE],
+            register=[register(app.servicer), register_analytics(app.analytics)],
+            service_names=[SERVICE, ANALYTICS_SERVICE],
             verifier=verifier_for("publisher"),
             policy=access_policy(),
         )
@@ -469,6 +486,7 @@ async def harness(
         if handle.gateway is None:
             handle.gateway = PublisherServiceStub(gateway)
             handle.health = PublisherServiceStub(health)
+            handle.analytics = AnalyticsServiceStub(gateway)
         return running
 
     handle = Harness(tenant_id, platforms, pg_pool, schema, topics, env, start)

@@ -149,7 +149,11 @@ async def test_the_broker_restarted_empty_loses_nothing(
     restarted: EmbeddedBroker | None = None
     try:
         names = Topics(
-            harness.topics.jobs, harness.topics.results, harness.topics.dlq, harness.topics.events
+            harness.topics.jobs,
+            harness.topics.results,
+            harness.topics.dlq,
+            harness.topics.events,
+            harness.topics.analytics,
         )
         await asyncio.to_thread(ensure_topics, KafkaSettings(bootstrap), topic_specs(names))
         await harness.start(KAFKA_BOOTSTRAP=bootstrap)

@@ -76,7 +76,8 @@ def test_costs_and_round_sizes_follow_the_platforms() -> None:
     assert round_cost("facebook", "post", 7) == 7  # one insights call per post
     assert round_cost("tiktok", "post", 41) == 3  # 20 videos a call
     assert round_cost("linkedin", "account", 0) == 1
-    book = QuotaBook(call_overrides=parse_rules("facebook:calls_per_hour:10:3600", frozenset({PUBLISH, ANALYTICS})))
+    every_call = frozenset({PUBLISH, ANALYTICS})
+    book = QuotaBook(call_overrides=parse_rules("facebook:calls_per_hour:10:3600", every_call))
     assert max_posts_per_round("facebook", book, AnalyticsShare()) == 5
     assert parse_shares("facebook:0.3, 0.6").of("facebook") == 0.3
     assert parse_shares("facebook:0.3, 0.6").of("tiktok") == 0.6

@@ -153,3 +153,36 @@ async def test_a_duplicate_delivery_of_a_published_job_is_a_no_op(
     assert again.state == pb.JOB_STATE_PUBLISHED
     posts = await harness.platforms.posts(platform="meta", account=COFFEE_PAGE)
     assert sum(1 for p in posts if p["text"] == text) == 1
+
+
+async def test_a_post_for_an_account_the_platform_holds_says_why_it_waits(
+    harness: Any, pages: Any
+) -> None:
+    """A job created while its account is held (Retry-After) is deferred past the
+    hold with the reason, not left overdue with no word (found by bench.chaos)."""
+    await harness.start()
+    await harness.platforms.fault(
+        platform="meta",
+        account=COFFEE_PAGE,
+        kind="rate_limit",
+        retry_after=3600,
+        path_contains="/feed",
+    )
+    await harness.create("held-1", [pages[COFFEE_PAGE]], unique_text("Held first"))
+    holds: list[Any] = []
+
+    async def held() -> bool:
+        holds[:] = await harness.sql(
+            "SELECT until FROM publisher.quota_blocks WHERE connection_id = $1",
+            pages[COFFEE_PAGE],
+        )
+        return bool(holds)
+
+    await harness.wait_for(held, "the account to be held", within=30)
+    held_until = holds[0]["until"].replace(tzinfo=None)
+    second = await harness.create("held-2", [pages[COFFEE_PAGE]], unique_text("Held second"))
+    job = await harness.job(second.post.jobs[0].id)
+    assert job.state == pb.JOB_STATE_SCHEDULED
+    assert job.state_reason.startswith("Deferred: facebook asked to wait until"), job.state_reason
+    assert abs((job.next_attempt_at.ToDatetime() - held_until).total_seconds()) < 1
+    assert job.attempt_count == 0

@@ -365,7 +365,10 @@ class EventProducer:
                 # A fatal error (the idempotent state is broken for good): this
                 # client takes nothing more; the message goes through a fresh one.
                 error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and error.fatal()):
+                if not (
+                    isinstance(error, KafkaError)
+                    and (error.fatal() or error.code() == KafkaError._FATAL)
+                ):
                     raise
                 self._failed(generation)
                 producer, generation = self._current()

@@ -177,9 +177,22 @@ class RecordedPost:
 class PostLog:
     def __init__(self) -> None:
         self._posts: dict[str, RecordedPost] = {}
+        # Posts by (platform, account), in the order added: a lookup of one account's
+        # posts (the duplicate check on every Page post) costs the same with 10 posts
+        # in the log as with 100,000.
+        self._by_account: dict[tuple[str, str], list[RecordedPost]] = {}
 
     def add(self, post: RecordedPost) -> RecordedPost:
+        previous = self._posts.get(post.id)
         self._posts[post.id] = post
+        same = self._by_account.setdefault((post.platform, post.account), [])
+        if previous is None:
+            same.append(post)
+        elif (previous.platform, previous.account) == (post.platform, post.account):
+            same[same.index(previous)] = post  # keeps its place, as in ``_posts``
+        else:
+            self._by_account[(previous.platform, previous.account)].remove(previous)
+            same.append(post)
         return post
 
     def get(self, post_id: str) -> RecordedPost | None:
@@ -194,7 +207,12 @@ class PostLog:
         include_deleted: bool = True,
     ) -> list[RecordedPost]:
         found = []
-        for post in self._posts.values():
+        candidates = (
+            self._by_account.get((platform, account), [])
+            if platform and account
+            else self._posts.values()
+        )
+        for post in candidates:
             if platform and post.platform != platform:
                 continue
             if account and post.account != account:

@@ -64,6 +64,9 @@ def service_spec(settings: Settings) -> ServiceSpec:
         migrations=MIGRATIONS,
         topics=topic_specs(settings.topics),
         grpc="api" in settings.roles,
+        # Only transaction-level locks and no SET/LISTEN: pooled connections keep no
+        # session state, so releases skip the reset query (a round trip per use).
+        pool_session_reset=False,
     )
 
 

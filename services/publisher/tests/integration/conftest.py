@@ -188,7 +188,14 @@ class Platforms:
 
 
 @pytest.fixture
+def connectors_env() -> dict[str, str]:
+    """Connectors settings a test module may add (override this fixture there)."""
+    return {}
+
+
+@pytest.fixture
 async def platforms(
+    connectors_env: dict[str, str],
     infra: TestInfra,
     connectors_schema: str,
     pg_pool: asyncpg.Pool,
@@ -212,6 +219,7 @@ async def platforms(
             "POSTD_CONNECTION_EVENTS_TOPIC": events_topic,
             "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "connectors.key"),
             "POSTD_IDENTITY_TRUST_DIR": str(identity_dir),
+            **connectors_env,
         }
     )
     # Usage blocks are per platform app: one test's must not hold up the next.

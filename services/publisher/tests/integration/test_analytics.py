@@ -46,7 +46,8 @@ async def task_of(harness: Harness, job_id: str) -> Any:
 async def test_published_posts_are_collected_and_aggregated(
     harness: Harness, pages: dict[str, str]
 ) -> None:
-    await harness.start(**QUICK)
+    await harness.start("api", **QUICK)
+    working = await harness.start("dispatcher,worker", **QUICK)
     jobs = []
     for i in range(3):
         made = await harness.create(f"a-{i}", [pages[COFFEE_PAGE]], text(f"Analytics {i}"))
@@ -71,6 +72,19 @@ async def test_published_posts_are_collected_and_aggregated(
         return True
 
     await harness.wait_for(grown, "snapshots after the day passed", within=30)
+
+    async def account_read() -> bool:
+        rows = await harness.sql(
+            "SELECT collections FROM publisher.analytics_tasks WHERE kind = 'account' "
+            "AND connection_id = $1",
+            pages[COFFEE_PAGE],
+        )
+        return bool(rows and rows[0]["collections"] >= 2)
+
+    await harness.wait_for(account_read, "the Page's daily insights, twice", within=30)
+    # Collection stops here, so the figures below hold still while they are compared.
+    await working.close()
+    harness.running.remove(working)
 
     # The latest figures are the sandbox's own (read again now to compare).
     first = await harness.post(posts[0].post_id)
@@ -120,17 +134,7 @@ async def test_published_posts_are_collected_and_aggregated(
             tenant_id=harness.tenant, connection_id=pages[COFFEE_PAGE]
         )
     )
-
-    async def account_read() -> bool:
-        nonlocal connection
-        connection = await harness.analytics.GetConnectionAnalytics(
-            apb.GetConnectionAnalyticsRequest(
-                tenant_id=harness.tenant, connection_id=pages[COFFEE_PAGE]
-            )
-        )
-        return len(connection.account_days) >= 2
-
-    await harness.wait_for(account_read, "the Page's daily insights", within=30)
+    assert len(connection.account_days) >= 2
     assert connection.platform == "facebook"
     assert all(d.metrics.impressions > 0 for d in connection.account_days)
     assert len(connection.top_posts) == 3

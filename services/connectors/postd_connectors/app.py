@@ -21,6 +21,7 @@ from postd_connectors.config import Settings
 from postd_connectors.domain.capabilities import PlatformCapabilities, load_capabilities
 from postd_connectors.domain.catalogue import ErrorCatalogue, load_catalogues
 from postd_connectors.domain.service import ConnectorsService, ServiceConfig
+from postd_connectors.domain.token_cache import TokenCache
 from postd_connectors.media.fetch import GuardedFetcher
 from postd_connectors.media.preflight import FfprobeInspector
 from postd_connectors.platforms.base import Connector, MediaSource
@@ -156,6 +157,7 @@ def build_service(
             reconnect_url=settings.reconnect_url,
         ),
         inspector=inspector,
+        token_cache=TokenCache(settings.token_cache_seconds),
     )
 
 

@@ -89,6 +89,9 @@ class Settings:
     events_topic: str = topics.CONNECTION_EVENTS
     reconnect_url: str = "/v1/connect/{platform}?reconnect={connection_id}"
     refresh_ahead_seconds: float = 300.0
+    # How long a token bundle read from the vault may serve while its connection's row
+    # is unchanged (0: read the vault on every call); see domain/token_cache.py.
+    token_cache_seconds: float = 30.0
 
 
 def default_linkedin_version(now: datetime | None = None) -> str:
@@ -170,6 +173,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "only; unset them outside POSTD_ENV=development or test"
         )
         dev_origins = []
+    token_cache_seconds = env.number("POSTD_CONNECTORS_TOKEN_CACHE_SECONDS", 30.0, minimum=0.0)
+    if token_cache_seconds > 300:
+        # It bounds how long tokens shredded in the vault behind connectors' back serve.
+        env.problems.append("POSTD_CONNECTORS_TOKEN_CACHE_SECONDS must be at most 300")
     settings = Settings(
         common=common,
         vault_addr=service_addr(env, "vault"),
@@ -197,6 +204,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "POSTD_RECONNECT_URL", "/v1/connect/{platform}?reconnect={connection_id}"
         ),
         refresh_ahead_seconds=env.number("POSTD_REFRESH_AHEAD_SECONDS", 300.0, minimum=0.0),
+        token_cache_seconds=token_cache_seconds,
     )
     env.check()
     return settings

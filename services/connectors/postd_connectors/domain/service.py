@@ -41,6 +41,7 @@ from postd_connectors.domain.model import (
     StoredBundle,
     TokenBundle,
 )
+from postd_connectors.domain.token_cache import TokenCache
 from postd_connectors.domain.validation import Severity, Violation, validate
 from postd_connectors.platforms.base import (
     AccountAnalytics,
@@ -77,6 +78,10 @@ log = get_logger(__name__)
 
 _GENERIC_STATE_ERROR = (
     "This connection link is invalid, expired or was already used; start connecting again."
+)
+# The platform refused the token itself: a remembered bundle is not to be used again.
+_TOKEN_REFUSED = frozenset(
+    {ErrorCategory.AUTH_EXPIRED, ErrorCategory.AUTH_REVOKED, ErrorCategory.PERMISSION_MISSING}
 )
 _PASSING = frozenset(
     {ErrorCategory.TRANSIENT, ErrorCategory.PLATFORM_OUTAGE, ErrorCategory.RATE_LIMITED}
@@ -237,9 +242,13 @@ class ConnectorsService:
         config: ServiceConfig | None = None,
         inspector: MediaInspector | None = None,
         clock: Callable[[], datetime] = utcnow,
+        token_cache: TokenCache | None = None,
     ) -> None:
         self.repo = repo
         self.tokens = tokens
+        # Bundles read from the vault, valid while the connection's row is unchanged
+        # (see token_cache); none kept unless one is given.
+        self.token_cache = token_cache if token_cache is not None else TokenCache(0)
         self.connectors = dict(connectors)
         self.config = config or ServiceConfig()
         self.inspector = inspector
@@ -281,13 +290,23 @@ class ConnectorsService:
             attributes=connection.attributes,
         )
 
-    async def _bundle(self, connection: Connection) -> StoredBundle:
+    async def _bundle(self, connection: Connection, *, fresh: bool = False) -> StoredBundle:
+        """The connection's tokens: remembered from an earlier read while its row
+        (``connection``, read in this request) is unchanged, else from the vault.
+        ``fresh`` reads the vault and keeps nothing (refreshes need the stored version)."""
+        if not fresh:
+            remembered = self.token_cache.get(connection)
+            if remembered is not None:
+                return remembered
         try:
-            return await self.tokens.get(connection.tenant_id, connection.id)
+            stored = await self.tokens.get(connection.tenant_id, connection.id)
         except TokenNotFound:
             raise FailedPrecondition(
                 "no tokens are stored for this connection; reconnect it", code="no_tokens"
             ) from None
+        if not fresh:
+            self.token_cache.put(connection, stored)
+        return stored
 
     # ------------------------------------------------------------------ OAuth
 
@@ -485,6 +504,7 @@ class ConnectorsService:
             # Tokens first: if the vault fails, the transaction rolls back and nothing
             # about this account changes. An empty refresh token keeps the stored one.
             stored = await self.tokens.store(flow.tenant_id, connection_id, account.bundle)
+            self.token_cache.forget(flow.tenant_id, connection_id)
             status = ConnectionStatus.ATTENTION if missing else ConnectionStatus.HEALTHY
             reason = _connect_reason(display, account, missing, stored.has_refresh_token)
             bundle = account.bundle
@@ -680,6 +700,7 @@ class ConnectorsService:
                 last_error=error or current.last_error,
             )
             saved = await tx.save(updated, insert=False)
+            self.token_cache.forget(tenant_id, connection_id)
             await tx.audit(
                 saved,
                 action="status_changed",
@@ -726,6 +747,7 @@ class ConnectorsService:
                     platform=connection.platform,
                     error=type(exc).__name__,
                 )
+        self.token_cache.forget(tenant_id, connection_id)
         shredded = await self.tokens.delete(tenant_id, connection_id, reason or "disconnected")
         why = reason or "Disconnected."
         async with self.repo.transaction() as tx:
@@ -792,6 +814,8 @@ class ConnectorsService:
             raise FailedPrecondition("this connection was disconnected", code="disconnected")
         connector = self.connector(connection.platform)
         started = self.now()
+        # Whatever happens next, tokens remembered from before are not to be used.
+        self.token_cache.forget(tenant_id, connection_id)
         async with self.repo.refresh_lock(connection.id) as lock:
             current = await self.get_connection(tenant_id, connection_id)
             if lock.waited and current.updated_at is not None and current.updated_at >= started:
@@ -806,7 +830,7 @@ class ConnectorsService:
                     error=None if refreshed else current.last_error,
                     joined_in_flight=True,
                 )
-            stored = await self._bundle(current)
+            stored = await self._bundle(current, fresh=True)
             if not connector.can_refresh(stored.bundle):
                 check = await connector.health_check(self._context(current, stored.bundle))
                 return RefreshResult(
@@ -924,7 +948,9 @@ class ConnectorsService:
             )
             if result.outcome == RefreshOutcome.FAILED:
                 return self._context(connection, stored.bundle), result.error
-            stored = await self._bundle(connection)
+            # ``connection`` was read before the refresh: it cannot vouch for a
+            # remembered bundle now.
+            stored = await self._bundle(connection, fresh=True)
         return self._context(connection, stored.bundle), None
 
     async def _with_token(
@@ -944,6 +970,8 @@ class ConnectorsService:
         try:
             return await call(ctx)
         except PlatformFailure as failure:
+            if failure.error.category in _TOKEN_REFUSED:
+                self.token_cache.forget(connection.tenant_id, connection.id)
             if (
                 failure.error.category is not ErrorCategory.AUTH_EXPIRED
                 or not connector.can_refresh(ctx.bundle)

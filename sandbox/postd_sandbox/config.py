@@ -66,6 +66,9 @@ class SandboxSettings:
     timeout_hang_seconds: float = 300.0
     # Meta's hourly app allowance behind X-App-Usage (see platforms/meta.py).
     meta_app_calls_per_hour: int = 2_000
+    # `GET /_sandbox/tokens?reveal=1` answers the token values too (leak scans in tests
+    # look for them in logs and spans); off, the values never leave the sandbox.
+    reveal_tokens: bool = False
     # Email of the service account that signs Pub/Sub push requests.
     google_pubsub_service_account: str = "pubsub-push@postd-sandbox.iam.gserviceaccount.com"
 
@@ -173,6 +176,7 @@ def load_settings(environ: Mapping[str, str]) -> SandboxSettings:
             environ, "POSTD_SANDBOX_TIMEOUT_HANG_SECONDS", base.timeout_hang_seconds
         ),
         meta_app_calls_per_hour=meta_calls,
+        reveal_tokens=_flag(environ, "POSTD_SANDBOX_REVEAL_TOKENS", False),
         google_pubsub_service_account=environ.get(
             "POSTD_SANDBOX_PUBSUB_SERVICE_ACCOUNT", ""
         ).strip()

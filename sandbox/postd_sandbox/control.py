@@ -12,7 +12,7 @@ from aiohttp import web
 
 from postd_sandbox import webhooks
 from postd_sandbox.faults import FaultError
-from postd_sandbox.keys import HTTP_KEY, PLATFORMS_KEY, STATE_KEY
+from postd_sandbox.keys import HTTP_KEY, PLATFORMS_KEY, SETTINGS_KEY, STATE_KEY
 from postd_sandbox.oauth import ConsentDirective
 from postd_sandbox.platforms.base import Directory, SeedError
 from postd_sandbox.state import SandboxState
@@ -153,9 +153,15 @@ async def revoke_tokens(request: web.Request) -> web.Response:
 async def list_tokens(request: web.Request) -> web.Response:
     state = _state(request)
     platform = request.query.get("platform")
+    reveal = request.query.get("reveal") in {"1", "true"}
+    if reveal and not request.app[SETTINGS_KEY].reveal_tokens:
+        return _bad("token values are shown only with POSTD_SANDBOX_REVEAL_TOKENS=1", 403)
     now = state.clock.now()
-    rows = [
-        {
+    rows = []
+    for r in state.tokens.all():
+        if platform and r.platform != platform:
+            continue
+        row: dict[str, Any] = {
             "platform": r.platform,
             "kind": r.kind,
             "subject": r.subject,
@@ -166,9 +172,9 @@ async def list_tokens(request: web.Request) -> web.Response:
             "rotated": r.rotated,
             "token_hint": r.value[:6] + "…",
         }
-        for r in state.tokens.all()
-        if not platform or r.platform == platform
-    ]
+        if reveal:
+            row["value"] = r.value
+        rows.append(row)
     return web.json_response({"tokens": rows})
 
 

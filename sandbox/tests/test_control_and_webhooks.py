@@ -13,6 +13,8 @@ from urllib.parse import parse_qs
 from postd_sandbox.config import load_settings
 from postd_sandbox.signing import standard_webhooks_key
 
+from .test_faults import meta_page_tokens
+
 SETTINGS = load_settings({})
 
 
@@ -154,3 +156,18 @@ async def test_slack_incoming_webhook_records_messages(client: Any) -> None:
     assert limited.status == 429
     assert limited.headers["Retry-After"] == "2"
     assert await limited.text() == "rate_limited"
+
+
+async def test_token_values_are_shown_only_when_the_sandbox_allows_it(
+    client: Any, sandbox_client: Any
+) -> None:
+    await meta_page_tokens(client)
+    listed = (await (await client.get("/_sandbox/tokens")).json())["tokens"]
+    assert listed
+    assert all("value" not in row for row in listed)
+    assert (await client.get("/_sandbox/tokens?reveal=1")).status == 403
+    revealing = await sandbox_client(reveal_tokens=True)
+    await meta_page_tokens(revealing)
+    shown = (await (await revealing.get("/_sandbox/tokens?reveal=1")).json())["tokens"]
+    assert shown
+    assert all(row["value"].startswith(row["token_hint"].rstrip("…")) for row in shown)

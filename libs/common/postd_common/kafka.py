@@ -214,10 +214,11 @@ class EventProducer:
 
     A broker can come back without its data (Tansu keeps topics in memory; any
     broker can be replaced): an idempotent producer then holds sequence numbers the
-    broker no longer knows and times out on every message from then on. So the first
-    failed delivery of a librdkafka client retires it (what it still holds is polled
-    until delivered or expired) and the next message goes through a fresh one; the
-    caller retries what failed, as an outbox relay does.
+    broker no longer knows and times out on every message from then on. So a
+    librdkafka client that lost every broker, hit a fatal error or failed a delivery
+    is retired (what it still holds is polled until delivered or expired) and the
+    next message goes through a fresh one; the caller retries what failed, as an
+    outbox relay does.
     """
 
     def __init__(
@@ -232,8 +233,8 @@ class EventProducer:
         }
         config.pop("allow.auto.create.topics", None)
         self._config = config
-        self._producer = Producer(config)
         self._generation = 0
+        self._producer = self._client(0)
         self._renew = False
         self._retired: list[Any] = []
         self._swap = threading.Lock()
@@ -251,8 +252,17 @@ class EventProducer:
                         self._retired.remove(old)
                     _release(old)
 
+    def _client(self, generation: int) -> Any:
+        def on_error(error: KafkaError) -> None:
+            # Every broker gone (it may come back empty) or a fatal state: the next
+            # message takes a fresh client. Passing network errors are not enough.
+            if error.fatal() or error.code() == KafkaError._ALL_BROKERS_DOWN:
+                self._failed(generation)
+
+        return Producer({**self._config, "error_cb": on_error})
+
     def _failed(self, generation: int) -> None:
-        """A delivery by client ``generation`` failed (called in the poll thread)."""
+        """Client ``generation`` failed: lost its brokers, a delivery, or for good."""
         with self._swap:
             if generation == self._generation:
                 self._renew = True
@@ -262,8 +272,8 @@ class EventProducer:
         with self._swap:
             if self._renew:
                 self._retired.append(self._producer)
-                self._producer = Producer(self._config)
                 self._generation += 1
+                self._producer = self._client(self._generation)
                 self._renew = False
                 log.warning("producer renewed after a failed delivery", client=self._generation)
             return self._producer, self._generation

@@ -707,5 +707,6 @@ class AnalyticsStore(Protocol):
     async def track_connection(
         self, tenant_id: str, connection_id: str, platform: str, now: datetime
     ) -> None:
-        """Make sure the account's daily collection exists (idempotent)."""
+        """Make sure the account's daily collection exists, and collect again now
+        what waited for a reconnect (idempotent)."""
         ...

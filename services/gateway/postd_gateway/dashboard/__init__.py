@@ -29,6 +29,7 @@ PAGES: Final = (
     "posts",
     "posts/new",
     "posts/{post_id}",
+    "analytics",
     "health",
     "dlq",
     "webhook-events",

@@ -370,6 +370,19 @@ class PostgresAnalyticsStore:
                 platform,
                 now,
             )
+            # A reconnect: what waited for one is collected again now.
+            await conn.execute(
+                self.q(
+                    """UPDATE publisher.analytics_tasks
+                          SET state = 'SCHEDULED', run_at = $3, updated_at = $3,
+                              state_reason = 'Collected again after a reconnect.'
+                        WHERE tenant_id = $1 AND connection_id = $2 AND state = 'RETRYING'
+                          AND last_category IN ('AUTH_REVOKED', 'PERMISSION_MISSING')"""
+                ),
+                tenant_id,
+                connection_id,
+                now,
+            )
 
     # ------------------------------------------------------------------ collect
 

@@ -11,6 +11,7 @@ const ROUTES = [
   { path: "posts/new", nav: "compose", title: "Create post", load: () => import("./pages/compose.js") },
   { path: "posts", nav: "posts", title: "Posts", load: () => import("./pages/posts.js") },
   { path: "posts/:id", nav: "posts", title: "Post", load: () => import("./pages/post.js") },
+  { path: "analytics", nav: "analytics", title: "Analytics", load: () => import("./pages/analytics.js") },
   { path: "health", nav: "health", title: "Health", load: () => import("./pages/health.js") },
   { path: "dlq", nav: "dlq", title: "Dead letters", load: () => import("./pages/dlq.js") },
   { path: "webhook-events", nav: "webhooks", title: "Webhooks", load: () => import("./pages/webhooks.js") },

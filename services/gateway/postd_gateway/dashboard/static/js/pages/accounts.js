@@ -23,6 +23,15 @@ function connectUrl(platform, ctx, { reconnect, capabilities: caps } = {}) {
   }).toString();
 }
 
+// What a new connection is for: publishing (or e-mail campaigns) and, where the
+// platform reports any, analytics, so its figures can be collected from the start.
+const CONNECT_FOR = ["publish", "email_campaigns", "analytics"];
+
+function connectFor(platform) {
+  const offered = new Set((platform.capability_scopes || []).map((c) => c.capability));
+  return CONNECT_FOR.filter((c) => offered.has(c) && (c !== "analytics" || platform.supports_analytics));
+}
+
 function flash(ctx, caps) {
   const q = ctx.query;
   const outcome = q.get("connect");
@@ -61,7 +70,7 @@ export async function render(main, ctx) {
   // ---------------------------------------------------------------- connect
   const connectList = h("ul", { class: "connect-list" },
     [...caps].sort((a, b) => a.display_name.localeCompare(b.display_name)).map((p) => h("li", null,
-      h("a", { class: "button", href: connectUrl(p.platform, ctx), "data-platform": p.platform },
+      h("a", { class: "button", href: connectUrl(p.platform, ctx, { capabilities: connectFor(p) }), "data-platform": p.platform },
         platformIcon(p.platform, { small: true }), h("span", { class: "visually-hidden" }, "Connect "), p.display_name))));
   if (can(ctx.me, "editor")) main.append(h("section", { class: "card connect", "aria-labelledby": "connect-h", "aria-describedby": "connect-hint" },
     h("div", { class: "row" },

@@ -47,9 +47,7 @@ async def _connections(harness: Any, tenant: str, platform: str, **kw: Any) -> d
     return {c.connection.external_id: c.connection.id for c in result.connections}
 
 
-async def test_facebook_page_insights_per_day_include_the_posts(
-    harness: Any, tenant: str
-) -> None:
+async def test_facebook_page_insights_per_day_include_the_posts(harness: Any, tenant: str) -> None:
     page = (await _connections(harness, tenant, "facebook"))[COFFEE_PAGE]
     published = await harness.stub("publisher").PublishPost(
         pb.PublishPostRequest(

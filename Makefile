@@ -11,14 +11,15 @@ ROOTS := libs/common libs/protos sandbox services/gateway services/connectors \
          services/vault services/publisher services/webhook-router services/health
 PROTO_SRC := $(shell find protos -name '*.proto' 2>/dev/null)
 
-.PHONY: help install protos up down test test-unit test-integration lint fmt lock bench clean
+.PHONY: help install protos up down test test-unit test-integration lint fmt lock bench chaos audit clean
 
 help:
 	@echo "make up      - run the whole stack locally (embedded PostgreSQL + broker)"
 	@echo "make down    - stop a running 'make up'"
 	@echo "make test    - run the whole test suite"
 	@echo "make lint    - ruff, mypy --strict, buf lint"
-	@echo "make bench   - benchmarks, reported as ratios against raw limits"
+	@echo "make bench   - benchmarks, reported as ratios against raw limits (BENCH_SCALE=full)"
+	@echo "make chaos   - faults under a publish load against the whole stack"
 	@echo "make protos  - regenerate Python code from protos/"
 	@echo "make lock    - re-resolve requirements.in into requirements.lock"
 
@@ -69,6 +70,11 @@ lock: $(VENV)/.installed
 
 bench: install
 	@$(PY) -m bench $(BENCH_ARGS)
+
+# Kills, broker and database restarts and platform faults while posts are published;
+# fails when any job is lost, duplicated or stuck (bench/chaos.py; CHAOS_ARGS="--jobs 100").
+chaos: install
+	@$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 # Kubernetes manifests: build every overlay with `kubectl kustomize`, validate it offline
 # against the Kubernetes schemas and check the deployment policy (deploy/check.py).

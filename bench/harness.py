@@ -68,8 +68,10 @@ SEEDS: Mapping[str, dict[str, Any]] = {
     "mailchimp": {},
 }
 COUNT_KEY = {"meta": "users", "linkedin": "members", "tiktok": "creators"}
-# Platforms whose posts need no media: the load publishes to these.
-TEXT_PLATFORMS = ("facebook", "linkedin", "google_business")
+# Where the load publishes: platforms whose posts need no media and whose
+# per-account limits the load stays within (Business Profile allows about ten edits a
+# minute per location: a same-minute burst would measure that limit, not POSTD).
+TEXT_PLATFORMS = ("facebook", "linkedin")
 
 
 def iso(moment: datetime) -> str:
@@ -84,14 +86,18 @@ def load_average() -> tuple[float, float, float]:
 async def open_stack(
     extra_env: Mapping[str, str] | None = None, *, keep: bool = False
 ) -> AsyncIterator[StackProcess]:
-    """A stack as ``make up`` runs it, in a temporary state folder, stopped after."""
+    """A stack as ``make up`` runs it, in a temporary state folder, stopped after (the
+    folder kept, with the stack's whole log, when ``keep`` or ``BENCH_KEEP_STACK=1``)."""
     state = Path(tempfile.mkdtemp(prefix="postd-stack-"))
     stack = await StackProcess.start(state / "state", env={**STACK_ENV, **(extra_env or {})})
+    keep = keep or os.environ.get("BENCH_KEEP_STACK") == "1"
     try:
         yield stack
     finally:
         await stack.stop()
-        if not keep:
+        if keep:
+            print(f"stack state and log kept in {stack.state}", flush=True)
+        else:
             import shutil
 
             shutil.rmtree(state, ignore_errors=True)
@@ -143,6 +149,9 @@ class Sandbox:
             "POST", "/_sandbox/tokens/revoke", json={"platform": platform, "account": account}
         )
         return int(body.get("revoked", 0))
+
+    async def advance_clock(self, seconds: float) -> None:
+        await self._call("POST", "/_sandbox/clock", json={"advance_seconds": seconds})
 
     async def tokens(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = (await self._call("GET", "/_sandbox/tokens"))["tokens"]
@@ -319,6 +328,9 @@ class PlannedJob:
     job_id: str = ""
     accepted_at: float = 0.0  # wall clock
     create_attempts: int = 0
+    # The API said no for good (a 4xx other than 408/409/429): the client was told,
+    # so the post is not a job; kept with the reason.
+    refused: str = ""
 
 
 @dataclass
@@ -333,7 +345,8 @@ class Verdict:
     dlq: int
     dlq_without_reason: int
     stuck: int  # not in an end state when the run gave up waiting
-    not_accepted: int  # creates never accepted by the API (the client gave up)
+    not_accepted: int  # creates never answered for good (the client gave up)
+    refused: int  # creates the API refused with a reason (not jobs)
     states: Counter[str]
     # Jobs the publisher marked PUBLISHED whose marker is not on the sandbox, and
     # markers on the sandbox whose job is not PUBLISHED.
@@ -370,18 +383,25 @@ class PublishLoad:
         count: int,
         due: Sequence[datetime],
         *,
-        platforms: Iterable[str] = TEXT_PLATFORMS,
+        platforms: Sequence[str] = TEXT_PLATFORMS,
     ) -> list[PlannedJob]:
-        """``count`` posts over ``members``' connections on ``platforms`` in turn,
-        due at ``due[i]``."""
-        wanted = tuple(platforms)
-        targets = [(m, c) for m in members for c in m.targets(wanted)]
-        if not targets:
-            raise RuntimeError("no connection to publish to")
+        """``count`` posts, due at ``due[i]``: job i goes to platform
+        ``platforms[i % len(platforms)]`` (repeat a name to weigh it), on the next of
+        ``members``' connections there, in turn."""
+        targets = {
+            platform: [(m, c) for m in members for c in m.targets((platform,))]
+            for platform in dict.fromkeys(platforms)
+        }
+        for platform, found in targets.items():
+            if not found:
+                raise RuntimeError(f"no {platform} connection to publish to")
+        turn: Counter[str] = Counter()
         planned = []
         for i in range(count):
-            member, connection = targets[(len(self.jobs) + i) % len(targets)]
             n = len(self.jobs) + i
+            platform = platforms[n % len(platforms)]
+            member, connection = targets[platform][turn[platform] % len(targets[platform])]
+            turn[platform] += 1
             planned.append(
                 PlannedJob(
                     n=n,
@@ -397,7 +417,8 @@ class PublishLoad:
         return planned
 
     async def create(self, job: PlannedJob, *, give_up_after: float = 120.0) -> bool:
-        """POST /v1/posts until accepted (same key, same body), or give up."""
+        """POST /v1/posts until accepted (same key, same body), refused for good (a
+        4xx: recorded in ``job.refused``), or ``give_up_after`` seconds passed."""
         body = {
             "content": {"text": job.text},
             "targets": [{"connection_id": job.connection_id}],
@@ -426,7 +447,8 @@ class PublishLoad:
                     self.create_errors[str(resp.status)] += 1
                     text = await resp.text()
                     if resp.status < 500 and resp.status not in (408, 409, 429):
-                        raise RuntimeError(f"create refused: {resp.status} {text[:300]}")
+                        job.refused = f"{resp.status} {text[:300]}"
+                        return False
                     retry_after = float(resp.headers.get("Retry-After", "0") or 0)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self.create_errors[type(exc).__name__] += 1
@@ -447,14 +469,19 @@ class PublishLoad:
         await asyncio.gather(*(one(j) for j in jobs))
         return time.perf_counter() - began
 
-    async def create_paced(self, jobs: Sequence[PlannedJob], per_second: float) -> None:
-        """Start one create every 1/``per_second`` s, each retried on its own."""
+    async def create_paced(
+        self, jobs: Sequence[PlannedJob], per_second: float, *, lead: float | None = None
+    ) -> None:
+        """Start one create every 1/``per_second`` s, each retried on its own; with
+        ``lead``, each post is due ``lead`` seconds after its first send."""
         began = time.perf_counter()
         tasks = []
         for i, job in enumerate(jobs):
             delay = began + i / per_second - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if lead is not None:
+                job.due = datetime.now(UTC) + timedelta(seconds=lead)
             tasks.append(asyncio.create_task(self.create(job)))
         await asyncio.gather(*tasks)
 
@@ -498,8 +525,15 @@ class PublishLoad:
             row = rows.get(job.job_id)
             copies = seen.get(job.text, 0)
             if row is None:
-                states["NOT_ACCEPTED" if not job.job_id else "MISSING_ROW"] += 1
-                lost += 1 if job.job_id else 0
+                if job.refused:
+                    states["REFUSED"] += 1
+                elif job.job_id:
+                    states["MISSING_ROW"] += 1
+                    lost += 1
+                else:
+                    states["NOT_ACCEPTED"] += 1
+                if copies:
+                    platform_unpublished += 1
                 continue
             states[row["state"]] += 1
             if row["state"] == "PUBLISHED":
@@ -517,7 +551,7 @@ class PublishLoad:
             elif row["state"] != "PUBLISHED" and not row["dead_lettered"]:
                 lost += 1  # ended without being published or dead-lettered
         return Verdict(
-            jobs=len(self.jobs),
+            jobs=sum(1 for j in self.jobs if not j.refused),
             published=published,
             on_platform=sum(1 for j in self.jobs if seen.get(j.text)),
             duplicates=sum(n - 1 for n in seen.values() if n > 1),
@@ -525,7 +559,8 @@ class PublishLoad:
             dlq=dlq,
             dlq_without_reason=dlq_bare,
             stuck=stuck,
-            not_accepted=sum(1 for j in self.jobs if not j.job_id),
+            not_accepted=sum(1 for j in self.jobs if not j.job_id and not j.refused),
+            refused=sum(1 for j in self.jobs if j.refused),
             states=states,
             published_not_on_platform=published_missing,
             on_platform_not_published=platform_unpublished,

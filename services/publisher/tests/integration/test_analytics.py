@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
+from postd.common.v1 import common_pb2
+from postd.connectors.v1 import connectors_pb2 as cpb
 from postd.publisher.v1 import analytics_pb2 as apb
 from postd.publisher.v1 import publisher_pb2 as pb
 
@@ -249,3 +251,47 @@ async def test_collection_backs_off_near_the_limit_while_a_due_publish_goes_out(
         pages[COFFEE_PAGE],
     )
     assert charged[0]["n"] == 1
+
+
+async def test_collection_waits_for_a_reconnect_and_resumes_with_it(
+    harness: Harness, pages: dict[str, str]
+) -> None:
+    await harness.start(**QUICK)
+    made = await harness.create("reconnect-1", [pages[COFFEE_PAGE]], text("Before"))
+    job = await harness.wait_job(made.post.jobs[0].id)
+
+    async def collected_at_least(times: int) -> bool:
+        task = await task_of(harness, job.id)
+        return bool(task is not None and task["collections"] >= times)
+
+    await harness.wait_for(lambda: collected_at_least(1), "a first snapshot", within=20)
+    # The person's access ends at the platform: collection waits, it does not fail.
+    for account in ("10000000000001", COFFEE_PAGE):
+        await harness.platforms.control(
+            "POST", "/_sandbox/tokens/revoke", json={"platform": "meta", "account": account}
+        )
+
+    async def waiting() -> bool:
+        task = await task_of(harness, job.id)
+        return bool(task["state"] == "RETRYING" and task["last_category"] == "AUTH_REVOKED")
+
+    await harness.wait_for(waiting, "the collection to wait for a reconnect", within=20)
+    task = await task_of(harness, job.id)
+    assert task["state_reason"].startswith("Waiting for a reconnect")
+    assert task["run_at"] > datetime.now(UTC) + timedelta(hours=5)
+    before = task["collections"]
+    # Health marks the connection revoked (as its checks would), then a person
+    # reconnects: the HEALTHY event on connection.events brings collection back at once.
+    await harness.platforms.health.UpdateConnectionStatus(
+        cpb.UpdateConnectionStatusRequest(
+            tenant_id=harness.tenant,
+            connection_id=pages[COFFEE_PAGE],
+            status=common_pb2.CONNECTION_STATUS_REVOKED,
+            reason="Facebook ended POSTD's access.",
+            source="health_check",
+        )
+    )
+    await harness.platforms.connect(harness.tenant, capabilities=("publish", "analytics"))
+    await harness.wait_for(
+        lambda: collected_at_least(before + 1), "a snapshot after the reconnect", within=30
+    )

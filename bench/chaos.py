@@ -337,13 +337,20 @@ async def checks(ctx: Context) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def chaos_context(extra_env: Mapping[str, str] | None = None, *, tenants: int = 3) -> Any:
-    """A stack, its tenants connected, a pool on its database."""
+async def chaos_context(
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    tenants: int = 8,
+    dances: Sequence[tuple[str, str, str]] = DANCES,
+    keep: bool = False,
+) -> Any:
+    """A stack, its tenants connected (``dances``: which platforms, through OAuth), a
+    pool on its database."""
     async with (
-        open_stack({**CHAOS_ENV, **(extra_env or {})}) as stack,
+        open_stack({**CHAOS_ENV, **(extra_env or {})}, keep=keep) as stack,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http,
     ):
-        fleet = await build_fleet(stack, http, tenants=tenants, slug="chaos", dances=DANCES)
+        fleet = await build_fleet(stack, http, tenants=tenants, slug="chaos", dances=dances)
         pool = await db.create_pool(stack.database_url, min_size=1, max_size=4)
         try:
             yield Context(

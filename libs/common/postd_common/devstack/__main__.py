@@ -320,6 +320,10 @@ class Stack:
             "POSTD_VAULT_KEYRING_FILE": str(state / "vault-keyring.json"),
             **dev_secrets(state, self.s.passthrough),
         }
+        # Google signs Pub/Sub pushes with the keys published here; when the sandbox
+        # stands in for Google, that is the sandbox, on whatever port the offset gave it.
+        if "google" in env["POSTD_SANDBOX_PLATFORMS"].split(","):
+            env.setdefault("POSTD_GOOGLE_JWKS_URL", f"{sandbox_url}/google/oauth2/v3/certs")
         for service in SERVICES:
             if service != "gateway":
                 env[f"POSTD_{service.upper().replace('-', '_')}_ADDR"] = (

@@ -20,6 +20,7 @@ help:
 	@echo "make lint    - ruff, mypy --strict, buf lint"
 	@echo "make bench   - benchmarks, reported as ratios against raw limits (BENCH_SCALE=full)"
 	@echo "make chaos   - faults under a publish load against the whole stack"
+	@echo "make audit   - pip-audit over requirements.lock (needs the internet)"
 	@echo "make protos  - regenerate Python code from protos/"
 	@echo "make lock    - re-resolve requirements.in into requirements.lock"
 
@@ -75,6 +76,11 @@ bench: install
 # fails when any job is lost, duplicated or stuck (bench/chaos.py; CHAOS_ARGS="--jobs 100").
 chaos: install
 	@$(PY) -m bench.chaos $(CHAOS_ARGS)
+
+# Known vulnerabilities in the locked dependencies; fails (never passes silently) when
+# the vulnerability database cannot be reached (tools/audit.py).
+audit: $(VENV)/.installed
+	@$(PY) tools/audit.py
 
 # Kubernetes manifests: build every overlay with `kubectl kustomize`, validate it offline
 # against the Kubernetes schemas and check the deployment policy (deploy/check.py).

@@ -107,7 +107,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for k, v in os.environ.items()
         if not k.startswith(("POSTD_", "OTEL_")) and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP")
     }
-    env.update({"POSTD_PORT_OFFSET": str(offset), "POSTD_LOG_LEVEL": "info"})
+    env.update(
+        {
+            "POSTD_PORT_OFFSET": str(offset),
+            "POSTD_LOG_LEVEL": "info",
+            # Analytics on a test's pace: a snapshot every 10 s in a post's first hour,
+            # the accounts every minute, posts compared as soon as they have figures;
+            # media URLs handed to the sandbox as they are (it records them).
+            "POSTD_ANALYTICS_POST_SCHEDULE": "3600:10",
+            "POSTD_ANALYTICS_ACCOUNT_SECONDS": "60",
+            "POSTD_INSIGHTS_MIN_AGE_SECONDS": "0",
+            "POSTD_MEDIA_PREFLIGHT": "0",
+        }
+    )
     command = [sys.executable, "-m", "postd_common.devstack"]
     with log.open("w") as out:
         process = subprocess.Popen(

@@ -268,6 +268,82 @@ async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any
     await check_page(page, "webhooks after a replay")
     await page.screenshot(path=str(screenshots / "webhooks.png"))
 
+    # ------------------------------------------------------------ posts for analytics
+    # Twelve text posts and twelve photos on the Page, through the API; analytics
+    # collects them from the sandbox every 10 seconds (the stack's test pace).
+    for n in range(12):
+        for content in (
+            {"text": f"Daily special {n} ({marker})."},
+            {
+                "text": f"Latte art {n} ({marker}).",
+                "media": [
+                    {
+                        "url": f"https://media.example.test/{marker}-{n}.jpg",
+                        "mime_type": "image/jpeg",
+                        "width": 1080,
+                        "height": 1080,
+                    }
+                ],
+            },
+        ):
+            made = await context.request.post(
+                f"{stack.gateway}/v1/posts",
+                headers={**auth, "Idempotency-Key": f"analytics-{marker}-{n}-{len(content)}"},
+                data={"content": content, "targets": [{"connection_id": coffee_page["id"]}]},
+            )
+            assert made.status == 201, await made.text()
+
+    await eventually(
+        context,
+        f"{stack.gateway}/v1/analytics",
+        lambda body: body["totals"]["posts"] >= 27,
+        params={"time_zone": "Europe/Berlin"},
+        tries=120,
+    )
+
+    # ------------------------------------------------------------ analytics
+    # Two days pass on the platforms; the next snapshots carry grown figures, and the
+    # photos' higher engagement shows as a finding with its evidence.
+    advanced = await context.request.post(
+        f"{stack.sandbox}/_sandbox/clock", data={"advance_seconds": 2 * 86400}
+    )
+    assert advanced.ok
+    insights = await eventually(
+        context,
+        f"{stack.gateway}/v1/analytics/insights",
+        lambda body: any(
+            i["verdict"] == "finding" and i["kind"] == "content_type" for i in body["insights"]
+        ),
+        params={"time_zone": "Europe/Berlin"},
+        tries=180,
+    )
+    assert any(i["summary"].startswith("On Facebook your images get") for i in insights["insights"])
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Analytics").click()
+    await page.get_by_role("heading", name="Analytics", level=1).wait_for()
+    await page.get_by_text("Days in Europe/Berlin.", exact=False).wait_for()
+    await page.locator("svg.chart").first.wait_for()
+    status_line = page.get_by_role("status").filter(has_text=re.compile(r"^Showing \d+ posts"))
+    await status_line.wait_for()
+    # The finding in plain words, with its n and confidence.
+    listed = page.get_by_role("list", name="Insights")
+    item = listed.locator("li.finding").filter(has_text="On Facebook your images get").first
+    await item.wait_for()
+    assert "Finding" in await item.inner_text()
+    assert re.search(r"n = \d+ and \d+", await item.inner_text())
+    assert await listed.locator("li.not_enough_data").count() >= 1
+    # By platform and by content type, as charts and as tables.
+    await page.get_by_role("heading", name="By platform", exact=True).wait_for()
+    await page.get_by_role("table", name="Figures by content type").get_by_text("Images").wait_for()
+    totals = await (
+        await context.request.get(
+            f"{stack.gateway}/v1/analytics", params={"time_zone": "Europe/Berlin"}
+        )
+    ).json()
+    assert totals["totals"]["posts"] >= 24
+    assert totals["totals"]["impressions"] > 0
+    await check_page(page, "analytics")
+    await page.screenshot(path=str(screenshots / "analytics.png"), full_page=True)
+
     # ------------------------------------------------------------ revoked at the platform
     page_id = coffee_page["external_id"]
     for account in (META_USER, page_id):

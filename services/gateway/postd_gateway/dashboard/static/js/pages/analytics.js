@@ -84,7 +84,8 @@ function rate(t) {
 }
 
 function breakdownTable(caption, first, entries, label) {
-  return h("div", { class: "table-wrap" }, h("table", { class: "data" },
+  // A region a keyboard can reach, for when a narrow window makes it scroll sideways.
+  return h("div", { class: "table-wrap", role: "region", "aria-label": caption, tabindex: "0" }, h("table", { class: "data" },
     h("caption", { class: "visually-hidden" }, caption),
     h("thead", null, h("tr", null,
       h("th", { scope: "col" }, first),
@@ -104,21 +105,15 @@ function breakdownTable(caption, first, entries, label) {
 
 function insightItem(i, caps) {
   const [verdict, tone] = VERDICT[i.verdict] || ["", "neutral"];
-  const evidence = [];
-  if (i.verdict !== "not_enough_data") {
-    if (i.n) evidence.push(`n = ${num(i.n)}${i.baseline_n ? ` and ${num(i.baseline_n)}` : ""}`);
-    if (i.ci_high) evidence.push(`95% interval ${num(i.ci_low, 2)}–${num(i.ci_high, 2)}×`);
-    evidence.push(`p = ${i.p_value < 0.001 ? "< 0.001" : num(i.p_value, 3)}`);
-    if (i.confidence) evidence.push(`${i.confidence} confidence`);
-  }
+  // The sentence carries n, the interval and p; below it, how it was worked out.
   return h("li", { class: ["insight", i.verdict] },
     h("div", { class: "row" },
       i.platform ? platformIcon(i.platform, { small: true }) : null,
       h("strong", null, KIND[i.kind] || i.kind),
       i.platform ? h("span", { class: "muted small" }, platformName(i.platform, caps)) : null,
-      badge(verdict, tone)),
+      badge(i.confidence && i.verdict === "finding" ? `${verdict} · ${i.confidence} confidence` : verdict, tone)),
     h("p", null, i.summary),
-    evidence.length ? h("p", { class: "small muted" }, evidence.join(" · "), i.method ? ` — ${i.method}.` : "") : null);
+    i.method ? h("p", { class: "small muted" }, `${i.method}.`) : null);
 }
 
 export async function render(main) {
@@ -192,13 +187,14 @@ export async function render(main) {
     const typeRows = types ? types.rows : [];
     const byType = h("section", { class: "card", "aria-labelledby": "types-h" },
       h("h2", { id: "types-h" }, "By content type"),
-      typeRows.length ? h("div", { class: "grid-2" },
-        h("div", null, stackedBars({
+      typeRows.length ? [
+        h("h3", null, "Engagements over time, by content type"),
+        stackedBars({
           title: "Engagements per " + granularity + " by content type",
           series: seriesBy(typeRows, "content_type", "engagements", buckets, typeName),
-        })),
-        breakdownTable("Figures by content type", "Content type", totalsBy(typeRows, "content_type"), typeName))
-        : h("p", { class: "empty" }, "No figures in this timeframe yet."));
+        }),
+        breakdownTable("Figures by content type", "Content type", totalsBy(typeRows, "content_type"), typeName),
+      ] : h("p", { class: "empty" }, "No figures in this timeframe yet."));
 
     const list = insights ? insights.insights : [];
     const findings = list.filter((i) => i.verdict === "finding").length;

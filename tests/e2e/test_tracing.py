@@ -200,8 +200,10 @@ async def start_publisher(system: System, connectors: str, topics: dict[str, str
             POSTD_PUBLISH_RESULTS_TOPIC=topics["results"],
             POSTD_PUBLISH_DLQ_TOPIC=topics["dlq"],
             POSTD_CONNECTION_EVENTS_TOPIC=topics["events"],
+            POSTD_ANALYTICS_JOBS_TOPIC=topics["analytics"],
             POSTD_PUBLISHER_WORKER_GROUP=f"{group}-workers",
             POSTD_PUBLISHER_EVENTS_GROUP=f"{group}-events",
+            POSTD_PUBLISHER_ANALYTICS_GROUP=f"{group}-analytics",
             POSTD_DISPATCH_POLL_SECONDS="0.05",
         )
     )
@@ -310,7 +312,7 @@ async def flow(
 
     topics = {
         name: unique(f"e2e.{name}")
-        for name in ("jobs", "results", "dlq", "events", "alerts", "webhooks")
+        for name in ("jobs", "results", "dlq", "events", "alerts", "webhooks", "analytics")
     }
     await asyncio.to_thread(
         ensure_topics, infra.kafka(), [TopicSpec(t, 3) for t in topics.values()]

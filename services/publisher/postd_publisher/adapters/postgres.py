@@ -22,6 +22,7 @@ import asyncpg
 from opentelemetry import propagate
 
 from postd.common.v1.common_pb2 import PlatformError, PostContent
+from postd_common.db import Params
 from postd_common.errors import InvalidArgument, NotFound
 from postd_publisher.adapters.events import (
     OutgoingMessage,
@@ -716,12 +717,8 @@ class PostgresJobStore:
     async def list_posts(
         self, tenant_id: str, flt: PostFilter, after: Cursor | None, limit: int
     ) -> Sequence[Post]:
+        arg = Params(tenant_id)
         clauses = ["p.tenant_id = $1"]
-        args: list[Any] = [tenant_id]
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
 
         if flt.statuses:
             clauses.append(f"({POST_STATUS_SQL}) = ANY({arg(sorted(flt.statuses))}::text[])")
@@ -752,7 +749,7 @@ class PostgresJobStore:
             f"LIMIT {arg(limit)}"
         )
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self.q(sql), *args)
+            rows = await conn.fetch(self.q(sql), *arg.values)
             jobs = await self._jobs_of(conn, [r["id"] for r in rows])
         return [_post_from_row(r, jobs.get(r["id"], [])) for r in rows]
 
@@ -784,12 +781,8 @@ class PostgresJobStore:
     async def list_jobs(
         self, tenant_id: str, flt: JobFilter, after: Cursor | None, limit: int
     ) -> Sequence[Job]:
+        arg = Params(tenant_id)
         clauses = ["j.tenant_id = $1"]
-        args: list[Any] = [tenant_id]
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
 
         if flt.states:
             clauses.append(f"j.state = ANY({arg(sorted(s.value for s in flt.states))}::text[])")
@@ -816,7 +809,7 @@ class PostgresJobStore:
             f"ORDER BY j.due_at, j.id LIMIT {arg(limit)}"
         )
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self.q(sql), *args)
+            rows = await conn.fetch(self.q(sql), *arg.values)
         return [job_from_row(r) for r in rows]
 
     async def cancel_jobs(
@@ -1008,12 +1001,8 @@ class PostgresJobStore:
     # ------------------------------------------------------------------ dead letters
 
     def _dead_letter_where(
-        self, tenant_id: str, flt: DeadLetterFilter | None, args: list[Any]
+        self, tenant_id: str, flt: DeadLetterFilter | None, arg: Params
     ) -> list[str]:
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
         clauses = [f"d.tenant_id = {arg(tenant_id)}"]
         if flt is None:
             return clauses
@@ -1034,23 +1023,21 @@ class PostgresJobStore:
     async def list_dead_letters(
         self, tenant_id: str, flt: DeadLetterFilter, after: Cursor | None, limit: int
     ) -> Sequence[DeadLetter]:
-        args: list[Any] = []
-        clauses = self._dead_letter_where(tenant_id, flt, args)
+        arg = Params()
+        clauses = self._dead_letter_where(tenant_id, flt, arg)
         if after is not None:
             cursor_id = _uuid(after.id)
             if cursor_id is None:
                 raise InvalidArgument("page_token is malformed", field="page_token")
-            args += [after.at, cursor_id]
-            clauses.append(f"(d.dead_lettered_at, d.job_id) < (${len(args) - 1}, ${len(args)})")
-        args.append(limit)
+            clauses.append(f"(d.dead_lettered_at, d.job_id) < ({arg(after.at)}, {arg(cursor_id)})")
         sql = (
             f"SELECT {JOB_COLUMNS}, d.reason AS dl_reason, d.dead_lettered_at "
             "FROM publisher.dead_letters d JOIN publisher.jobs j ON j.id = d.job_id "
             f"AND j.tenant_id = d.tenant_id WHERE {' AND '.join(clauses)} "
-            f"ORDER BY d.dead_lettered_at DESC, d.job_id DESC LIMIT ${len(args)}"
+            f"ORDER BY d.dead_lettered_at DESC, d.job_id DESC LIMIT {arg(limit)}"
         )
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self.q(sql), *args)
+            rows = await conn.fetch(self.q(sql), *arg.values)
         return [DeadLetter(job_from_row(r), r["dl_reason"], r["dead_lettered_at"]) for r in rows]
 
     async def replay_dead_letters(
@@ -1083,17 +1070,16 @@ class PostgresJobStore:
                     )
                 ids = [r["job_id"] for r in rows]
             else:
-                args: list[Any] = []
-                clauses = self._dead_letter_where(tenant_id, flt, args)
-                args.append(limit + 1)
+                arg = Params()
+                clauses = self._dead_letter_where(tenant_id, flt, arg)
                 rows = await conn.fetch(
                     self.q(
                         f"SELECT d.job_id FROM publisher.dead_letters d "
                         f"WHERE {' AND '.join(clauses)} "
-                        f"ORDER BY d.dead_lettered_at, d.job_id LIMIT ${len(args)} "
+                        f"ORDER BY d.dead_lettered_at, d.job_id LIMIT {arg(limit + 1)} "
                         "FOR UPDATE SKIP LOCKED"
                     ),
-                    *args,
+                    *arg.values,
                 )
                 truncated = len(rows) > limit
                 ids = [r["job_id"] for r in rows[:limit]]

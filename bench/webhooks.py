@@ -289,6 +289,19 @@ def cpu_report(
     }
 
 
+# BENCH_WEBHOOKS_PROFILE=router,gateway: run those under cProfile (slower), print where
+# their time went at the end and keep the profiles in bench/results/.
+PROFILE = {p.strip() for p in os.environ.get("BENCH_WEBHOOKS_PROFILE", "").split(",") if p}
+PROFILE_DIR = ROOT / "bench" / "results"
+
+
+def profiled(part: str, args: list[str]) -> list[str]:
+    if part not in PROFILE:
+        return args
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    return ["-m", "cProfile", "-o", str(PROFILE_DIR / f"webhooks-{part}.prof"), *args]
+
+
 @contextlib.contextmanager
 def process(
     args: list[str], env: dict[str, str], log: Path, layout: Layout, part: str
@@ -449,6 +462,7 @@ class Setup:
     dsn: str
     gateway_port: int
     bare_port: int
+    gateway_metrics_port: int
     layout: Layout
     seconds: float
     concurrency: int
@@ -464,6 +478,22 @@ async def wal_sample(conn: Any) -> tuple[float, float, float]:
         "(SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS c"
     )
     return float(row["f"]), float(row["t"]), float(row["c"])
+
+
+def batch_sample(metrics_port: int) -> tuple[float, float]:
+    """(IngestWebhooks calls, webhooks in them) so far, from the gateway's metrics."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    values = {"_count": 0.0, "_sum": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for suffix in values:
+            if name == f"postd_gateway_webhook_batch_webhooks{suffix}":
+                values[suffix] = float(value)
+    return values["_count"], values["_sum"]
 
 
 async def measured(setup: Setup, port: int, path: str, *, rate: float) -> dict[str, Any]:
@@ -483,9 +513,16 @@ async def measured(setup: Setup, port: int, path: str, *, rate: float) -> dict[s
     )
     await asyncio.sleep(max(0.0, start_at - time.time()))
     before, wal_before = layout.sample(), await wal_sample(setup.pg)
+    batches_before = await asyncio.to_thread(batch_sample, setup.gateway_metrics_port)
     await asyncio.sleep(setup.seconds)
     after, wal_after = layout.sample(), await wal_sample(setup.pg)
+    batches_after = await asyncio.to_thread(batch_sample, setup.gateway_metrics_port)
     result = await running
+    calls, webhooks = (b - a for a, b in zip(batches_before, batches_after, strict=True))
+    result["batches"] = {
+        "calls_per_second": calls / setup.seconds,
+        "mean_webhooks": webhooks / calls if calls else 0.0,
+    }
     # The load generators report their own CPU over the same window.
     before[0]["load generator"] = 0.0
     after[0]["load generator"] = result["load_cpu_seconds"]
@@ -528,6 +565,35 @@ async def one_round(setup: Setup) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.1)
     return out
+
+
+def batching_env(args: argparse.Namespace) -> dict[str, str]:
+    """The gateway's webhook batching settings this run overrides."""
+    chosen = {
+        "POSTD_GATEWAY_WEBHOOK_BATCH": args.batch,
+        "POSTD_GATEWAY_WEBHOOK_LINGER_MS": args.linger_ms,
+        "POSTD_GATEWAY_WEBHOOK_BATCH_CALLS": args.batch_calls,
+    }
+    return {k: f"{v:g}" for k, v in chosen.items() if v is not None}
+
+
+def batching_text(args: argparse.Namespace) -> str:
+    from postd_gateway.config import Settings
+
+    batch = args.batch if args.batch is not None else Settings.webhook_batch_max
+    if batch <= 1:
+        return "one IngestWebhook call per webhook"
+    linger = (
+        args.linger_ms
+        if args.linger_ms is not None
+        else (Settings.webhook_batch_linger_seconds * 1000)
+    )
+    calls = args.batch_calls if args.batch_calls is not None else Settings.webhook_batch_calls
+    wait = f"a {linger:g} ms linger" if linger else "no linger"
+    return (
+        f"concurrent webhooks batched into IngestWebhooks calls of up to {batch}, {wait}, "
+        f"at most {calls} calls in flight"
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -581,6 +647,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "POSTD_CONNECTORS_ADDR": connectors_addr,
                     "POSTD_TIKTOK_CLIENT_SECRET": SECRET,
                 }
+                if args.process_linger_ms is not None:
+                    router["POSTD_WEBHOOKS_PROCESS_LINGER_MS"] = f"{args.process_linger_ms:g}"
                 with contextlib.ExitStack() as stack:
                     ports = []
                     for i in range(1 if single else args.routers):
@@ -593,7 +661,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         }
                         proc = stack.enter_context(
                             process(
-                                ["-m", "postd_webhook_router"],
+                                profiled("router", ["-m", "postd_webhook_router"]),
                                 env,
                                 workdir / f"router-{i}.log",
                                 layout,
@@ -613,13 +681,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             )
                         )
                     gateway_port, bare_port = free_port(), free_port()
+                    gateway_metrics_port = free_port()
                     targets = ",".join(f"127.0.0.1:{p}" for p in ports)
                     gateway_env = {
                         **base,
                         "POSTD_ENV": "test",
                         "POSTD_GATEWAY_PORT": str(gateway_port),
+                        "POSTD_METRICS_LISTEN": f"127.0.0.1:{gateway_metrics_port}",
                         "POSTD_IDENTITY_KEY_FILE": str(identity_dir / "gateway.key"),
                         "POSTD_WEBHOOK_ROUTER_ADDR": f"ipv4:{targets}",
+                        **batching_env(args),
                         # Nothing else is called on this route.
                         **{
                             f"POSTD_{name}_ADDR": "127.0.0.1:9"
@@ -628,7 +699,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                     gateway = stack.enter_context(
                         process(
-                            ["-m", "postd_gateway"],
+                            profiled("gateway", ["-m", "postd_gateway"]),
                             gateway_env,
                             workdir / "gateway.log",
                             layout,
@@ -659,6 +730,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         dsn,
                         gateway_port,
                         bare_port,
+                        gateway_metrics_port,
                         layout,
                         args.seconds,
                         args.concurrency,
@@ -675,6 +747,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return {"rounds": rounds}
 
             result = asyncio.run(main())
+            for part in sorted(PROFILE):
+                import pstats
+
+                prof = PROFILE_DIR / f"webhooks-{part}.prof"
+                print(f"--- {prof} (whole run, by own time)", file=sys.stderr)
+                pstats.Stats(str(prof), stream=sys.stderr).sort_stats("tottime").print_stats(30)
             if os.environ.get("BENCH_KEEP_LOGS"):
                 for log in sorted(workdir.glob("*.log")):
                     if log.name not in ("pg.log", "broker.log"):
@@ -691,6 +769,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **result,
         "layout": layout_text,
+        "batching": batching_text(args),
         "load_average": load_average,
         "cpus": os.cpu_count(),
         "seconds": args.seconds,
@@ -749,6 +828,15 @@ def bottleneck(run: dict[str, Any], cores: int) -> str:
     return f"latency of the path at this concurrency, not one saturated resource; {cost}."
 
 
+def _batch_line(batches: dict[str, Any]) -> str:
+    if not batches["calls_per_second"]:
+        return "one IngestWebhook call per webhook"
+    return (
+        f"{batches['calls_per_second']:,.0f} IngestWebhooks calls/s of "
+        f"{batches['mean_webhooks']:.1f} webhooks on average"
+    )
+
+
 def _wal_line(wal: dict[str, Any]) -> str:
     return (
         f"{wal['commits_per_second']:,.0f} commits/s, {wal['fsyncs_per_second']:,.0f} WAL "
@@ -770,7 +858,8 @@ def table(r: dict[str, Any]) -> str:
         "durably stored, emitted)",
         "",
         f"{r['cpus']} cores shared by everything (load average {r['load_average']:.1f} at "
-        f"start). Layout: gateway (1 process) → {r['layout']}; PostgreSQL durable (fsync on); "
+        f"start). Layout: gateway (1 process; {r['batching']}) → {r['layout']}; "
+        "PostgreSQL durable (fsync on); "
         f"{r['load_processes']} load-generator processes. {len(rounds)} rounds; figures are "
         "the range over rounds.",
         "",
@@ -796,6 +885,9 @@ def table(r: dict[str, Any]) -> str:
         "",
         "CPU µs per ingest request, by part (last round): "
         + _cpu_line(rounds[-1]["ingest_closed"]["cpu"]),
+        "",
+        "Gateway → router calls during ingest (last round): "
+        + _batch_line(rounds[-1]["ingest_closed"]["batches"]),
         "",
         "CPU µs per bare request (last round): " + _cpu_line(rounds[-1]["bare_closed"]["cpu"]),
         "",
@@ -834,6 +926,9 @@ def table(r: dict[str, Any]) -> str:
             "",
             "CPU µs per ingest request at this rate (last round): "
             + _cpu_line(rounds[-1]["ingest_open"]["cpu"]),
+            "",
+            "Gateway → router calls at this rate (last round): "
+            + _batch_line(rounds[-1]["ingest_open"]["batches"]),
             "",
             "PostgreSQL at this rate (last round): " + _wal_line(rounds[-1]["ingest_open"]["wal"]),
             "",
@@ -877,6 +972,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--routers", type=int, default=0, help="router API replicas + 1 worker; 0: one process"
     )
     parser.add_argument("--load-processes", type=int, default=2)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="webhooks per IngestWebhooks call (1: one IngestWebhook call each); "
+        "default: the gateway's",
+    )
+    parser.add_argument(
+        "--linger-ms", type=float, default=None, help="batch linger; default: the gateway's"
+    )
+    parser.add_argument(
+        "--batch-calls",
+        type=int,
+        default=None,
+        help="batch calls in flight; default: the gateway's",
+    )
+    parser.add_argument(
+        "--process-linger-ms",
+        type=float,
+        default=None,
+        help="the router's processing linger; default: the router's",
+    )
     parser.add_argument("--repeat", type=int, default=2, help="rounds (bare then ingest)")
     args = parser.parse_args(args_list)
     result = run(args)
@@ -896,6 +1013,7 @@ def _summary(r: dict[str, Any]) -> dict[str, Any]:
             for x in r["rounds"]
         ],
         "layout": r["layout"],
+        "batching": r["batching"],
     }
 
 

@@ -54,6 +54,7 @@ from postd_gateway.problems import PROBLEM_JSON, Problem
 from postd_gateway.protojson import SchemaRegistry
 from postd_gateway.ratelimit import RateLimiter
 from postd_gateway.resources import all_routes
+from postd_webhook_router.http_passthrough import BatchPolicy, WebhookIngest
 
 log = get_logger(__name__)
 
@@ -281,13 +282,24 @@ def create_app(settings: Settings) -> web.Application:
             return IdentifiedStub(make(channels[name]), signer, name)
 
         http = aiohttp.ClientSession()
+        webhooks = stub(WebhookRouterServiceStub, "webhook-router")
+        webhook_ingest = WebhookIngest(
+            webhooks,
+            BatchPolicy(
+                max_webhooks=settings.webhook_batch_max,
+                linger_seconds=settings.webhook_batch_linger_seconds,
+                max_calls=settings.webhook_batch_calls,
+            ),
+            timeout=settings.backend_timeout_seconds,
+        )
         backends = Backends(
             connectors=stub(ConnectorsServiceStub, "connectors"),
             publisher=stub(PublisherServiceStub, "publisher"),
-            webhooks=stub(WebhookRouterServiceStub, "webhook-router"),
+            webhooks=webhooks,
             health=stub(ConnectionHealthServiceStub, "health"),
             timeout=settings.backend_timeout_seconds,
             analytics=stub(AnalyticsServiceStub, "publisher"),
+            webhook_ingest=webhook_ingest,
         )
         tenants = TenantStore(pool)
         sessions = SessionStore(pool)
@@ -343,6 +355,7 @@ def create_app(settings: Settings) -> web.Application:
             with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await authenticator.flush_last_used()
             await http.close()
+            await webhook_ingest.close()
             for channel in channels.values():
                 await channel.close()
             await pool.close()

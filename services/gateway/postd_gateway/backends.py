@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from postd.publisher.v1.analytics_pb2_grpc import AnalyticsServiceAsyncStub
     from postd.publisher.v1.publisher_pb2_grpc import PublisherServiceAsyncStub
     from postd.webhook_router.v1.webhook_router_pb2_grpc import WebhookRouterServiceAsyncStub
+    from postd_webhook_router.http_passthrough import WebhookIngest
 
 log = get_logger(__name__)
 
@@ -113,6 +114,8 @@ class Backends:
     timeout: float
     # The publisher's analytics service (same address as `publisher`).
     analytics: AnalyticsServiceAsyncStub
+    # Inbound webhooks to the router, concurrent ones batched into one call.
+    webhook_ingest: WebhookIngest
 
 
 async def rpc(

@@ -61,6 +61,13 @@ class Settings:
     # /metrics on the public listener too (development); in production Prometheus
     # scrapes the metrics listener (POSTD_METRICS_LISTEN) and the public port has none.
     public_metrics: bool = False
+    # Webhooks received together go to the router in one IngestWebhooks call of at
+    # most this many (1: one IngestWebhook call each), after waiting at most the
+    # linger (0: none; they leave at the end of the event loop's turn), with at most
+    # this many calls in flight (postd_webhook_router.http_passthrough.BatchPolicy).
+    webhook_batch_max: int = 64
+    webhook_batch_linger_seconds: float = 0.0
+    webhook_batch_calls: int = 2
     # The backends /healthz asks; in a cluster whose NetworkPolicy keeps the vault out
     # of the gateway's reach, the vault is left out (POSTD_GATEWAY_HEALTH_BACKENDS).
     health_backends: tuple[str, ...] = BACKENDS
@@ -112,6 +119,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         webhook_max_body_bytes=env.integer(
             "POSTD_GATEWAY_WEBHOOK_MAX_BODY_BYTES", 1_048_576, minimum=1024
         ),
+        webhook_batch_max=env.integer("POSTD_GATEWAY_WEBHOOK_BATCH", 64, minimum=1),
+        webhook_batch_linger_seconds=env.number("POSTD_GATEWAY_WEBHOOK_LINGER_MS", 0.0, minimum=0.0)
+        / 1000,
+        webhook_batch_calls=env.integer("POSTD_GATEWAY_WEBHOOK_BATCH_CALLS", 2, minimum=1),
         backend_timeout_seconds=env.number("POSTD_GATEWAY_BACKEND_TIMEOUT", 5.0, minimum=0.05),
         oauth_timeout_seconds=env.number("POSTD_GATEWAY_OAUTH_TIMEOUT", 20.0, minimum=0.05),
         auth_cache_seconds=env.number("POSTD_GATEWAY_AUTH_CACHE_SECONDS", 5.0, minimum=0.0),

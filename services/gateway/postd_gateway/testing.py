@@ -123,6 +123,7 @@ class FakeWorld:
     alerts: dict[str, alert_pb2.Alert] = field(default_factory=dict)
     checks: dict[str, hp.HealthCheck] = field(default_factory=dict)
     ingested: list[wr.IngestWebhookRequest] = field(default_factory=list)
+    ingest_batches: list[int] = field(default_factory=list)  # IngestWebhooks call sizes
     inbound_keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> tenant, key
     seen: list[tuple[str, str]] = field(default_factory=list)  # (method, tenant_id)
     # Per tenant: ListConnections raises this (or waits this long) instead of answering.
@@ -992,6 +993,14 @@ class FakeWebhookRouter(wr_grpc.WebhookRouterServiceServicer):
         self.world.events[event.id] = event
         return wr.IngestWebhookResponse(
             http_status=200, event_id=event.id, verdict=wr.WEBHOOK_VERDICT_ACCEPTED
+        )
+
+    async def IngestWebhooks(
+        self, request: wr.IngestWebhooksRequest, context: Any
+    ) -> wr.IngestWebhooksResponse:
+        self.world.ingest_batches.append(len(request.webhooks))
+        return wr.IngestWebhooksResponse(
+            webhooks=[await self.IngestWebhook(w, context) for w in request.webhooks]
         )
 
     def _event(self, tenant_id: str, event_id: str) -> wr.WebhookEvent:

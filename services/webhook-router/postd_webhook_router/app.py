@@ -229,7 +229,14 @@ async def build(
         policy=POLICY,
         consumers=consumers if works else [],
         tasks=[
-            worker("processing", process_once, process_wake, proc.poll_seconds),
+            worker(
+                "processing",
+                process_once,
+                process_wake,
+                proc.poll_seconds,
+                full_batch=proc.batch_size,
+                linger=proc.linger_seconds,
+            ),
             worker("outbox relay", relay_once, relay_wake, proc.poll_seconds),
             worker("deliveries", deliver_once, delivery_wake, out.poll_seconds),
         ]

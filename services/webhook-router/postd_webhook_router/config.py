@@ -56,6 +56,7 @@ class ProcessingSettings:
     retry_base_seconds: float
     poll_seconds: float
     resolve_cache_seconds: float
+    linger_seconds: float
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,9 @@ def load_settings(environ: Mapping[str, str], *, worker: bool = False) -> Settin
         retry_base_seconds=env.number("POSTD_WEBHOOKS_PROCESS_RETRY_SECONDS", 2.0, minimum=0.01),
         poll_seconds=env.number("POSTD_WEBHOOKS_POLL_SECONDS", 0.5, minimum=0.01),
         resolve_cache_seconds=env.number("POSTD_WEBHOOKS_RESOLVE_CACHE_SECONDS", 60.0, minimum=0),
+        # Under load, stored deliveries are processed in batches at most this often
+        # (one claim, one completion and one relay per batch, not per group commit).
+        linger_seconds=env.number("POSTD_WEBHOOKS_PROCESS_LINGER_MS", 20.0, minimum=0) / 1000,
     )
     outbound = OutboundSettings(
         # Loopback targets only where tests need them; never in staging or production.

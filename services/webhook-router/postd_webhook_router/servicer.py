@@ -17,13 +17,22 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from postd.webhook_router.v1 import webhook_router_pb2 as pb
 from postd.webhook_router.v1 import webhook_router_pb2_grpc as pb_grpc
-from postd_common.errors import InvalidArgument, NotFound
+from postd_common.errors import InvalidArgument, NotFound, Unavailable
 from postd_common.grpcutil import AccessPolicy, map_domain_errors
+from postd_common.logging import get_logger
 from postd_webhook_router.adapters.postgres import EventFilter, PostgresStore
 from postd_webhook_router.domain.ingest import SOURCE_FAMILY, IngestService, key_hash
-from postd_webhook_router.domain.model import InboundRequest, InboundSource, Verdict
+from postd_webhook_router.domain.model import (
+    InboundRequest,
+    InboundSource,
+    IngestResult,
+    Verdict,
+)
 from postd_webhook_router.domain.outbound import EndpointService
 from postd_webhook_router.domain.processing import replay_messages
+from postd_webhook_router.http_passthrough import RETRY_AFTER_SECONDS
+
+log = get_logger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WebhookRouterService"].full_name
 _PREFIX = f"/{SERVICE_NAME}/"
@@ -34,6 +43,16 @@ POLICY = AccessPolicy(
         f"{_PREFIX}RevokeInboundKey": frozenset({"gateway", "connectors"}),
         _PREFIX: frozenset({"gateway"}),
     }
+)
+
+# Webhooks per IngestWebhooks call (the gateway sends far fewer: see http_passthrough).
+MAX_BATCH = 1000
+# A webhook of a batch that could not be stored: the gateway answers this as is.
+NOT_STORED = pb.IngestWebhookResponse(
+    http_status=503,
+    headers=[pb.HttpHeader(name="Retry-After", value=RETRY_AFTER_SECONDS)],
+    verdict=pb.WEBHOOK_VERDICT_UNSPECIFIED,
+    verdict_reason="not stored; retry later",
 )
 
 _VERDICT_TO_PB = {v: getattr(pb, f"WEBHOOK_VERDICT_{v.name}") for v in Verdict}
@@ -172,6 +191,25 @@ def delivery_pb(row: dict[str, Any]) -> pb.Delivery:
     )
 
 
+def _ingest_pb(result: IngestResult) -> pb.IngestWebhookResponse:
+    return pb.IngestWebhookResponse(
+        http_status=result.http_status,
+        body=result.body,
+        content_type=result.content_type,
+        event_id=result.event_id,
+        verdict=_VERDICT_TO_PB[result.verdict],
+        verdict_reason=result.reason,
+    )
+
+
+def _log_unexpected(error: Exception) -> None:
+    """With its traceback, as the interceptor logs a failed IngestWebhook."""
+    try:
+        raise error
+    except Exception:
+        log.exception("webhook ingest failed", error=type(error).__name__)
+
+
 def _require(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(f"{field} is required", field=field)
@@ -198,10 +236,7 @@ class WebhookRouterServicer(pb_grpc.WebhookRouterServiceServicer):
 
     # -------------------------------------------------------------- inbound
 
-    @map_domain_errors
-    async def IngestWebhook(
-        self, request: pb.IngestWebhookRequest, context: grpc.aio.ServicerContext
-    ) -> pb.IngestWebhookResponse:
+    def _inbound(self, request: pb.IngestWebhookRequest) -> tuple[InboundRequest, int, bool]:
         received = (
             request.received_at.ToDatetime(UTC)
             if request.HasField("received_at")
@@ -217,16 +252,41 @@ class WebhookRouterServicer(pb_grpc.WebhookRouterServiceServicer):
             remote_addr=request.remote_addr,
             received_at=received,
         )
-        result = await self._ingest.ingest(
-            inbound, declared_size=request.declared_body_size, truncated=request.body_truncated
-        )
-        return pb.IngestWebhookResponse(
-            http_status=result.http_status,
-            body=result.body,
-            content_type=result.content_type,
-            event_id=result.event_id,
-            verdict=_VERDICT_TO_PB[result.verdict],
-            verdict_reason=result.reason,
+        return inbound, request.declared_body_size, request.body_truncated
+
+    @map_domain_errors
+    async def IngestWebhook(
+        self, request: pb.IngestWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IngestWebhookResponse:
+        inbound, declared, truncated = self._inbound(request)
+        result = await self._ingest.ingest(inbound, declared_size=declared, truncated=truncated)
+        return _ingest_pb(result)
+
+    @map_domain_errors
+    async def IngestWebhooks(
+        self, request: pb.IngestWebhooksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IngestWebhooksResponse:
+        if len(request.webhooks) > MAX_BATCH:
+            raise InvalidArgument(
+                f"at most {MAX_BATCH} webhooks per call, not {len(request.webhooks)}",
+                field="webhooks",
+            )
+        results = await self._ingest.ingest_many([self._inbound(w) for w in request.webhooks])
+        # A webhook whose ingest raised is what IngestWebhook would have failed: not
+        # stored (or not known to be), so not acknowledged; the others stand.
+        errors = {type(r): r for r in results if isinstance(r, Exception)}
+        if errors:
+            log.warning(
+                "webhooks of a batch not stored",
+                failed=sum(isinstance(r, Exception) for r in results),
+                batch=len(results),
+                errors=sorted(t.__name__ for t in errors),
+            )
+            for error in errors.values():
+                if not isinstance(error, Unavailable):
+                    _log_unexpected(error)
+        return pb.IngestWebhooksResponse(
+            webhooks=[NOT_STORED if isinstance(r, Exception) else _ingest_pb(r) for r in results]
         )
 
     def _filter(self, request: Any) -> EventFilter:

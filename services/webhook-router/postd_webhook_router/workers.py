@@ -40,7 +40,12 @@ def worker(
     poll_seconds: float,
     *,
     full_batch: int | None = None,
+    linger: float = 0.0,
 ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """The loop of one worker. ``linger``: after a batch that was not full, wait this
+    long before the next one, so that work stored meanwhile (several group commits'
+    rows) shares one batch instead of costing a claim and a transaction each."""
+
     async def loop(stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
@@ -62,6 +67,8 @@ def worker(
                 continue  # more may be waiting
             if not done:
                 await _first(stop, wakeup.wait(poll_seconds))
+            if linger > 0:
+                await _sleep_or_stop(stop, linger)
 
     return loop
 

@@ -52,13 +52,11 @@ EVENT_TYPES: Final = {
 async def inbound_webhook(call: Call) -> web.StreamResponse:
     """Pass the request to the router untouched and answer what it says (the webhook
     router's own pass-through handler: it stops reading at the size limit and lets
-    the router record the rejection)."""
-    settings = call.ports.settings
+    the router record the rejection; concurrent webhooks share one call)."""
     return await passthrough(
         call.request,
-        call.ports.backends.webhooks,
-        max_body_bytes=settings.webhook_max_body_bytes,
-        timeout=settings.backend_timeout_seconds,
+        call.ports.backends.webhook_ingest,
+        max_body_bytes=call.ports.settings.webhook_max_body_bytes,
     )
 
 

@@ -3,6 +3,8 @@ its answer to the platform, size-limited."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from postd_common.devinfra import free_port
@@ -65,3 +67,41 @@ async def test_router_down_means_retry_later(make_client, settings):
     answer = await client.post("/webhooks/facebook", data=b"{}")
     assert answer.status == 503
     assert answer.headers["Retry-After"]
+
+
+async def test_concurrent_webhooks_share_one_router_call_each_with_its_own_answer(
+    make_client, world
+):
+    client = await make_client(webhook_batch_linger_seconds=0.2, webhook_batch_max=4)
+    good = b'{"entry":[{"id":"2"}]}'
+    answers = await asyncio.gather(
+        client.post(
+            "/webhooks/facebook", data=good, headers={"X-Fake-Signature": sign_fake_webhook(good)}
+        ),
+        client.post("/webhooks/facebook", data=b"{}", headers={"X-Fake-Signature": "0"}),
+        client.post("/webhooks/nowhere", data=b"{}"),
+        client.get(
+            "/webhooks/facebook",
+            params={
+                "hub.mode": "subscribe",
+                "hub.verify_token": VERIFY_TOKEN,
+                "hub.challenge": "42",
+            },
+        ),
+    )
+    assert [a.status for a in answers] == [200, 401, 404, 200]
+    assert await answers[3].text() == "42"
+    assert world.ingest_batches[-1:] == [4]
+
+
+async def test_batching_off_calls_the_router_once_per_webhook(make_client, world):
+    client = await make_client(webhook_batch_max=1)
+    before = len(world.ingest_batches)
+    answers = await asyncio.gather(
+        *(
+            client.post("/webhooks/facebook", data=b"{}", headers={"X-Fake-Signature": "0"})
+            for _ in range(3)
+        )
+    )
+    assert [a.status for a in answers] == [401] * 3
+    assert len(world.ingest_batches) == before

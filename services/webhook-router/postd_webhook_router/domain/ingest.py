@@ -6,11 +6,12 @@ on the connectors service or Kafka; only on one PostgreSQL transaction.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,6 +103,25 @@ class IngestService:
         metrics.INBOUND.labels(label, result.verdict.value).inc()
         metrics.INGEST_SECONDS.labels(label).observe(time.perf_counter() - started)
         return result
+
+    async def ingest_many(
+        self, requests: Sequence[tuple[InboundRequest, int, bool]]
+    ) -> list[IngestResult | Exception]:
+        """``ingest`` for each of ``requests`` ((request, declared size, truncated)),
+        concurrently, so their rows share group commits. One result per request, in
+        order: its IngestResult, or the exception that kept it from being stored
+        (StoreUnavailable, a row PostgreSQL refused, an unreachable key source); one
+        request's failure does not touch the others' results."""
+        results = await asyncio.gather(
+            *(self.ingest(r, declared_size=size, truncated=cut) for r, size, cut in requests),
+            return_exceptions=True,
+        )
+        out: list[IngestResult | Exception] = []
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation and interpreter exits are not results
+            out.append(result)
+        return out
 
     async def _decide(
         self, request: InboundRequest, platform: str, declared_size: int, truncated: bool

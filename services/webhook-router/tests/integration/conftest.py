@@ -36,7 +36,7 @@ from postd_sandbox.app import create_app as sandbox_app
 from postd_sandbox.config import load_settings as sandbox_settings
 from postd_webhook_router.app import SPEC, Overrides, TopicNames, build
 from postd_webhook_router.config import load_settings
-from postd_webhook_router.http_passthrough import webhook_passthrough
+from postd_webhook_router.http_passthrough import WebhookIngest, webhook_passthrough
 
 ROUTER_MIGRATIONS = Path(SPEC.migrations or "")
 
@@ -188,8 +188,9 @@ async def stack(
 
     channel = open_channel(router_addr, signer=signer_for("gateway"), audience="webhook-router")
     stub = webhook_router_pb2_grpc.WebhookRouterServiceStub(channel)
+    ingest = WebhookIngest(stub)
     front_app = web.Application()
-    handler = webhook_passthrough(stub, max_body_bytes=settings.inbound.max_body_bytes)
+    handler = webhook_passthrough(ingest, max_body_bytes=settings.inbound.max_body_bytes)
     front_app.router.add_route("*", "/webhooks/{platform}", handler)
     front_app.router.add_route("*", "/webhooks/{platform}/{key}", handler)
     front = TestServer(front_app)
@@ -209,6 +210,7 @@ async def stack(
         )
     finally:
         await front.close()
+        await ingest.close()
         await channel.close()
         stop.set()
         await serving

@@ -204,20 +204,30 @@ class Gateway:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         expect: Sequence[int] = (200,),
+        refused_for: float = 30.0,
     ) -> Any:
-        async with self.http.request(
-            method,
-            self.url + path,
-            json=body,
-            headers={**tenant.auth, **(headers or {})},
-            allow_redirects=False,
-        ) as resp:
-            text = await resp.text()
-            if resp.status not in expect:
-                raise RuntimeError(f"{method} {path}: {resp.status} {text[:300]}")
-            if resp.content_type == "application/json" and text:
-                return await resp.json()
-            return {"status": resp.status, "headers": dict(resp.headers)}
+        """One call; a refused connection (the gateway restarting: the request never
+        reached it) is tried again for up to ``refused_for`` seconds."""
+        deadline = time.monotonic() + refused_for
+        while True:
+            try:
+                async with self.http.request(
+                    method,
+                    self.url + path,
+                    json=body,
+                    headers={**tenant.auth, **(headers or {})},
+                    allow_redirects=False,
+                ) as resp:
+                    text = await resp.text()
+                    if resp.status not in expect:
+                        raise RuntimeError(f"{method} {path}: {resp.status} {text[:300]}")
+                    if resp.content_type == "application/json" and text:
+                        return await resp.json()
+                    return {"status": resp.status, "headers": dict(resp.headers)}
+            except aiohttp.ClientConnectorError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
     async def connections(self, tenant: Tenant) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -249,10 +259,8 @@ async def oauth_dance(
     start = "/v1/connect/" + platform
     if reconnect:
         start = f"/v1/connections/{reconnect}/reconnect"
-    async with http.post(stack.gateway_url + start, json={}, headers=tenant.auth) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"connect {platform}: {resp.status} {await resp.text()}")
-        authorize_url = (await resp.json())["authorize_url"]
+    began = await Gateway(stack.gateway_url, http).json("POST", start, tenant, body={})
+    authorize_url = began["authorize_url"]
     async with lock:
         await sandbox.consent(sandbox_platform, account)
         async with http.get(authorize_url, allow_redirects=False) as resp:

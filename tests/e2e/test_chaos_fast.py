@@ -204,6 +204,12 @@ async def run() -> AsyncIterator[Run]:
             spans=collector.spans(),
             secrets=secrets,
         )
+    except BaseException:
+        # What the stack said last, beside the failure (the folder is removed below).
+        if state is not None and (state / "stack.log").exists():
+            tail = (state / "stack.log").read_text(errors="replace").splitlines()[-80:]
+            print("--- the stack's last lines\n" + "\n".join(tail), flush=True)
+        raise
     finally:
         await server.stop(0)
         if state is not None:

@@ -59,7 +59,9 @@ def test_reachable_database_audits_the_lock_as_locked(monkeypatch: pytest.Monkey
 def test_every_locked_requirement_is_pinned_with_hashes() -> None:
     """What --require-hashes --disable-pip needs: no resolution, exact versions."""
     text = (ROOT / "requirements.lock").read_text()
-    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 1)[1] if text.startswith("#") else text)
+    entries = re.split(
+        r"\n(?=[A-Za-z0-9])", text.split("\n", 1)[1] if text.startswith("#") else text
+    )
     requirements = [e for e in entries if e.strip() and not e.lstrip().startswith("#")]
     assert len(requirements) > 50
     for entry in requirements:

@@ -61,6 +61,7 @@ lint: install
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/buf lint
+	@$(VENV)/bin/hadolint Dockerfile
 
 fmt: install
 	@$(VENV)/bin/ruff format .

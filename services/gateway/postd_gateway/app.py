@@ -21,7 +21,7 @@ from typing import Any, Final
 import aiohttp
 import asyncpg
 from aiohttp import web
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
@@ -57,6 +57,7 @@ from postd_gateway.resources import all_routes
 from postd_webhook_router.http_passthrough import BatchPolicy, WebhookIngest
 
 log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 SPEC: Final = ServiceSpec(
     name="gateway", schema="gateway", migrations=Path(__file__).with_name("migrations")
@@ -132,30 +133,24 @@ def _from_http_error(exc: web.HTTPException) -> Problem:
     return Problem(status, "http_error", exc.reason or "The request failed.")
 
 
-@web.middleware
-async def problems_middleware(
+async def _answer(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every failure becomes a problem document; an unexpected one is logged with a
-    trace id, which is all the caller sees of it."""
-    started = time.perf_counter()
-    span = trace.get_current_span()
-    if request.query_string and span.is_recording():
-        for attribute in _QUERY_ATTRIBUTES:
-            span.set_attribute(attribute, request.path)
+    """The handler's response, or the problem document of its failure; an unexpected
+    one is logged with a trace id, which is all the caller sees of it."""
     try:
-        response = await handler(request)
+        return await handler(request)
     except Problem as problem:
-        response = problem_response(problem, request)
+        return problem_response(problem, request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = problem_response(_from_http_error(exc), request)
+        return problem_response(_from_http_error(exc), request)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unexpected error", method=request.method, route=_route(request))
-        response = problem_response(
+        return problem_response(
             Problem(
                 500,
                 "internal_error",
@@ -163,13 +158,16 @@ async def problems_middleware(
             ),
             request,
         )
+
+
+def _finish(request: web.Request, response: web.StreamResponse, route: str, started: float) -> None:
+    """Headers every answer carries, the request metrics and the request's log line."""
     for name, value in (request.get(REQUEST_EXTRA_HEADERS) or {}).items():
         response.headers.setdefault(name, value)
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if request.path.startswith(("/v1/", "/oauth/")):
         response.headers.setdefault("Cache-Control", "no-store")
-    route = _route(request)
     HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
     HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
     principal = request.get(REQUEST_PRINCIPAL)
@@ -182,6 +180,66 @@ async def problems_middleware(
             tenant_id=principal.tenant_id if principal else None,
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
+
+
+@web.middleware
+async def problems_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure becomes a problem document; security headers, metrics, log line."""
+    started = time.perf_counter()
+    span = trace.get_current_span()
+    if request.query_string and span.is_recording():
+        for attribute in _QUERY_ATTRIBUTES:
+            span.set_attribute(attribute, request.path)
+    response = await _answer(request, handler)
+    _finish(request, response, _route(request), started)
+    return response
+
+
+# The platforms' webhook routes: answered by webhook_middleware alone.
+WEBHOOK_ROUTES: Final = frozenset({"/webhooks/{platform}", "/webhooks/{platform}/{key}"})
+
+
+@web.middleware
+async def webhook_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The webhook routes' whole middleware, ahead of the others (which it skips).
+
+    Webhooks are the gateway's hot path: the generic server-span middleware and the
+    problem middleware cost more CPU per webhook than passing it to the router. This
+    does for these routes what both do, leaner: a server span (named and kinded as
+    the instrumentation's, continuing an incoming trace context, with the route,
+    method, path and status; never the query string, where handshake tokens live),
+    problem documents for failures, the security headers, the request metrics and
+    the log line.
+    """
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else ""
+    if route not in WEBHOOK_ROUTES:
+        return await handler(request)
+    started = time.perf_counter()
+    method = request.method
+    with tracer.start_as_current_span(
+        f"{method} {route}",
+        context=propagate.extract(request.headers),
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            "http.method": method,
+            "http.scheme": request.scheme,
+            "http.target": request.path,
+            "http.route": route,
+            "http.flavor": f"{request.version.major}.{request.version.minor}",
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        response = await _answer(request, request.match_info.handler)
+        span.set_attribute("http.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(trace.StatusCode.ERROR)
+        _finish(request, response, route, started)
     return response
 
 
@@ -255,6 +313,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=max(settings.max_body_bytes, settings.webhook_max_body_bytes),
         middlewares=[problems_middleware],
     )
+    # Ahead of the instrumentation's middleware, which the instrumented Application
+    # put first: the webhook routes skip it (webhook_middleware opens their span).
+    app.middlewares.insert(0, webhook_middleware)
     app[SETTINGS] = settings
     registry = SchemaRegistry()
     routes = all_routes(registry)

@@ -74,6 +74,50 @@ RETURNING e.id, e.platform, e.body, e.headers, e.received_at, e.platform_event_i
 """  # noqa: S608
 
 
+# Set-based processing writes: one statement per batch, the rows as parallel arrays
+# (jsonb values as JSON text; text[] values per row as a JSON array of strings).
+_INSERT_NORMALIZED = f"""
+INSERT INTO {S}.normalized_events (event_id, raw_event_id, seq, tenant_id, connection_id,
+       platform, type, external_account_id, occurred_at, payload, platform_event_id)
+SELECT u.event_id, u.raw_event_id, u.seq, u.tenant_id, u.connection_id, u.platform, u.type,
+       u.external_account_id, u.occurred_at, u.payload::jsonb, u.platform_event_id
+  FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[],
+              $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[])
+       WITH ORDINALITY AS u(event_id, raw_event_id, seq, tenant_id, connection_id, platform,
+                            type, external_account_id, occurred_at, payload,
+                            platform_event_id, n)
+ ORDER BY u.n
+ON CONFLICT (event_id) DO NOTHING
+"""  # noqa: S608
+
+_INSERT_OUTBOX = f"""
+INSERT INTO {S}.outbox (topic, key, value, headers, raw_event_id)
+SELECT u.topic, u.key, u.value, u.headers::jsonb, u.raw_event_id
+  FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::uuid[])
+       WITH ORDINALITY AS u(topic, key, value, headers, raw_event_id, n)
+ ORDER BY u.n
+"""  # noqa: S608
+
+_MARK_EMITTED = f"""
+UPDATE {S}.inbound_events e
+   SET state = 'emitted', next_attempt_at = NULL, last_error = '',
+       types = ARRAY(SELECT jsonb_array_elements_text(u.types::jsonb)),
+       external_account_id = u.external_account_id,
+       tenant_ids = ARRAY(SELECT jsonb_array_elements_text(u.tenant_ids::jsonb)),
+       tenant_id = u.tenant_id, connection_id = u.connection_id,
+       routed = CASE WHEN jsonb_array_length(u.tenant_ids::jsonb) > 0 THEN 'routed'
+                     ELSE 'unrouted' END
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+       AS u(id, types, external_account_id, tenant_ids, tenant_id, connection_id)
+ WHERE e.id = u.id
+"""  # noqa: S608
+
+
+def _json_text(value: Any) -> str:
+    """JSON as the pool's jsonb codec writes it (postd_common.db)."""
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
 def _headers_json(headers: Sequence[tuple[str, str]]) -> list[list[str]]:
     return [[k, v] for k, v in headers]
 
@@ -377,62 +421,51 @@ class PostgresStore:
         return claimed
 
     async def complete(self, results: Sequence[ProcessedInbound]) -> None:
+        """A processed batch in one transaction: three statements whatever its size
+        (the rows go as arrays: a statement per row cost PostgreSQL an executor run
+        each, and the relay more round trips)."""
         normalized = [n for r in results for n in r.normalized]
         messages = [(m, r.raw_id) for r in results for m in r.messages]
         async with self._background() as conn:
-            await conn.executemany(
-                f"INSERT INTO {S}.normalized_events (event_id, raw_event_id, seq, tenant_id, "  # noqa: S608
-                "connection_id, platform, type, external_account_id, occurred_at, payload, "
-                "platform_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                [
-                    (
-                        n["event_id"],
-                        n["raw_event_id"],
-                        n["seq"],
-                        n["tenant_id"],
-                        n["connection_id"],
-                        n["platform"],
-                        n["type"],
-                        n["external_account_id"],
-                        n["occurred_at"],
-                        n["payload"],
-                        n["platform_event_id"],
-                    )
-                    for n in normalized
-                ],
-            )
+            if normalized:
+                await conn.execute(
+                    _INSERT_NORMALIZED,
+                    [n["event_id"] for n in normalized],
+                    [n["raw_event_id"] for n in normalized],
+                    [n["seq"] for n in normalized],
+                    [n["tenant_id"] for n in normalized],
+                    [n["connection_id"] for n in normalized],
+                    [n["platform"] for n in normalized],
+                    [n["type"] for n in normalized],
+                    [n["external_account_id"] for n in normalized],
+                    [n["occurred_at"] for n in normalized],
+                    [_json_text(n["payload"]) for n in normalized],
+                    [n["platform_event_id"] for n in normalized],
+                )
             await self._enqueue(conn, messages)
-            await conn.executemany(
-                f"""UPDATE {S}.inbound_events
-                       SET state = 'emitted', next_attempt_at = NULL, last_error = '',
-                           types = $2, external_account_id = $3, tenant_ids = $4,
-                           tenant_id = $5, connection_id = $6,
-                           routed = CASE WHEN cardinality($4::text[]) > 0 THEN 'routed'
-                                         ELSE 'unrouted' END
-                     WHERE id = $1""",  # noqa: S608
-                [
-                    (
-                        r.raw_id,
-                        list(r.types),
-                        r.external_account_id,
-                        sorted({rt.tenant_id for rt in r.routes}),
-                        r.routes[0].tenant_id if r.routes else "",
-                        r.routes[0].connection_id if r.routes else "",
-                    )
-                    for r in results
-                ],
+            await conn.execute(
+                _MARK_EMITTED,
+                [r.raw_id for r in results],
+                [_json_text(list(r.types)) for r in results],
+                [r.external_account_id for r in results],
+                [_json_text(sorted({rt.tenant_id for rt in r.routes})) for r in results],
+                [r.routes[0].tenant_id if r.routes else "" for r in results],
+                [r.routes[0].connection_id if r.routes else "" for r in results],
             )
 
     async def _enqueue(
         self, conn: asyncpg.Connection, messages: Sequence[tuple[OutboxMessage, str | None]]
     ) -> None:
+        """Outbox rows in one statement, ids (so relay order) in the order given."""
         if not messages:
             return
-        await conn.executemany(
-            f"INSERT INTO {S}.outbox (topic, key, value, headers, raw_event_id) "  # noqa: S608
-            "VALUES ($1, $2, $3, $4, $5)",
-            [(m.topic, m.key, m.value, _kafka_headers_json(m.headers), raw) for m, raw in messages],
+        await conn.execute(
+            _INSERT_OUTBOX,
+            [m.topic for m, _ in messages],
+            [m.key for m, _ in messages],
+            [m.value for m, _ in messages],
+            [_json_text(_kafka_headers_json(m.headers)) for m, _ in messages],
+            [raw for _, raw in messages],
         )
 
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:

@@ -240,7 +240,7 @@ class PlatformHttp:
             method=method,
             path=path,
             status=response.status,
-            code=raw.code,
+            platform_code=raw.code,  # "code" alone is redacted (OAuth codes)
             subcode=raw.subcode,
             category=failure.error.category.value,
         )

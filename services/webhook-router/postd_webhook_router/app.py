@@ -35,7 +35,7 @@ from postd_webhook_router.domain.outbound import (
     OutboundPolicy,
     SigningKeys,
 )
-from postd_webhook_router.domain.processing import EventProcessor, ProcessingPolicy
+from postd_webhook_router.domain.processing import EventProcessor, Handoff, ProcessingPolicy
 from postd_webhook_router.domain.routing import CachedResolver
 from postd_webhook_router.domain.verifiers import PlatformSecrets, build_verifiers
 from postd_webhook_router.ports import AccountResolver, AddressResolver, OutboxMessage
@@ -121,6 +121,21 @@ async def build(
         HttpJwks(jwks_session, inbound.google_jwks_url, inbound.jwks_ttl_seconds),
     )
     process_wake, relay_wake, delivery_wake = Wakeup(), Wakeup(), Wakeup()
+    proc = settings.processing
+    processing_policy = ProcessingPolicy(
+        batch_size=proc.batch_size,
+        max_attempts=proc.max_attempts,
+        retry_base_seconds=proc.retry_base_seconds,
+        events_topic=names.webhook_events,
+        dlq_topic=names.webhook_dlq,
+    )
+    # Ingest and processing in one process ("all"): accepted deliveries go straight
+    # to the processor, which need not claim them back from PostgreSQL.
+    handoff = (
+        Handoff(processing_policy.lease_seconds, proc.batch_size * 4, clock=utcnow)
+        if works and serves_api
+        else None
+    )
     ingest = IngestService(
         verifiers,
         store,
@@ -128,25 +143,14 @@ async def build(
         clock=utcnow,
         # In "api" the worker is another process: it finds new rows by polling.
         on_accepted=process_wake if works else lambda: None,
+        handoff=handoff,
     )
     resolver = CachedResolver(
         over.resolver
         or ConnectorsAccountResolver(runtime.channel("connectors", settings.connectors_addr)),
         settings.processing.resolve_cache_seconds,
     )
-    proc = settings.processing
-    processor = EventProcessor(
-        store,
-        resolver,
-        ProcessingPolicy(
-            batch_size=proc.batch_size,
-            max_attempts=proc.max_attempts,
-            retry_base_seconds=proc.retry_base_seconds,
-            events_topic=names.webhook_events,
-            dlq_topic=names.webhook_dlq,
-        ),
-        clock=utcnow,
-    )
+    processor = EventProcessor(store, resolver, processing_policy, clock=utcnow, handoff=handoff)
 
     async def process_once() -> int:
         claimed = await processor.run_once()

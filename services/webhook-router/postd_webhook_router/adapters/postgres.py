@@ -362,7 +362,7 @@ class PostgresStore:
             event.remote_addr,
             event.received_at,
             event.state.value,
-            event.received_at if event.state.value == "pending" else None,
+            (event.due_at or event.received_at) if event.state.value == "pending" else None,
             source.tenant_id if source else "",
             source.connection_id if source else "",
             [source.tenant_id] if source else [],

@@ -21,12 +21,14 @@ from postd_webhook_router.domain.model import (
     InboundRequest,
     InboundSource,
     IngestResult,
+    PendingInbound,
     ProcessingState,
     Rejection,
     StoredInbound,
     Verdict,
     Verified,
 )
+from postd_webhook_router.domain.processing import Handoff
 from postd_webhook_router.domain.verifiers import Verifier
 from postd_webhook_router.ports import WebhookStore
 
@@ -84,12 +86,15 @@ class IngestService:
         *,
         clock: Callable[[], datetime],
         on_accepted: Callable[[], None] = lambda: None,
+        handoff: Handoff | None = None,
     ) -> None:
         self._verifiers = verifiers
         self._store = store
         self._policy = policy
         self._clock = clock
         self._on_accepted = on_accepted
+        # This process's processor, when it has one: accepted deliveries go to it.
+        self._handoff = handoff
 
     async def ingest(
         self, request: InboundRequest, *, declared_size: int = 0, truncated: bool = False
@@ -204,11 +209,26 @@ class IngestService:
             remote_addr=request.remote_addr,
             received_at=request.received_at,
             state=ProcessingState.PENDING if accepted else ProcessingState.SKIPPED,
+            due_at=self._handoff.due_at() if accepted and self._handoff is not None else None,
         )
         event_id, inserted = await self._store.store_inbound(stored)
         if accepted and not inserted:
             return IngestResult(event_id, Verdict.DUPLICATE, "seen before", 200)
         if accepted:
+            if self._handoff is not None and stored.due_at is not None:
+                # Committed: what the processor would have claimed back, as it is.
+                self._handoff.put(
+                    PendingInbound(
+                        id=event_id,
+                        platform=platform,
+                        body=request.body,
+                        headers=headers,
+                        received_at=request.received_at,
+                        platform_event_id=stored.platform_event_id,
+                        source=source,
+                        attempts=0,
+                    )
+                )
             self._on_accepted()
         if isinstance(outcome, Challenge):
             return IngestResult(event_id, verdict, reason, 200, outcome.body, outcome.content_type)

@@ -155,6 +155,9 @@ class StoredInbound:
     remote_addr: str
     received_at: datetime
     state: ProcessingState
+    # A pending delivery is due for processing (claimable by any worker) from this
+    # time; None: at once. Later when this process hands it to its own processor.
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,39 @@ def event_message(record: Mapping[str, Any], topic: str) -> OutboxMessage:
     return OutboxMessage(topic, key, event.SerializeToString(), headers)
 
 
+class Handoff:
+    """Deliveries this process stored and processes itself, without claiming them.
+
+    When ingest and processing share a process, a delivery is stored already leased
+    to it (due only ``lease_seconds`` later) and handed over in memory once its row is
+    committed, so the processor need not claim it back from PostgreSQL (an update of
+    the row and a read of its body). If the process dies first, the lease runs out
+    and any worker claims the row, as a crashed worker's claims come back. At most
+    ``limit`` deliveries wait here; beyond that they are stored due at once and
+    claimed as usual.
+    """
+
+    def __init__(self, lease_seconds: float, limit: int, *, clock: Callable[[], datetime]) -> None:
+        self._lease = timedelta(seconds=lease_seconds)
+        self._limit = limit
+        self._clock = clock
+        self._waiting: list[PendingInbound] = []
+
+    def due_at(self) -> datetime | None:
+        """When a delivery stored now and handed over is due; None: no room here."""
+        if len(self._waiting) >= self._limit:
+            return None
+        return self._clock() + self._lease
+
+    def put(self, item: PendingInbound) -> None:
+        """A delivery stored with ``due_at()`` (call only after its commit)."""
+        self._waiting.append(item)
+
+    def take(self, limit: int) -> list[PendingInbound]:
+        taken, self._waiting = self._waiting[:limit], self._waiting[limit:]
+        return taken
+
+
 class EventProcessor:
     def __init__(
         self,
@@ -99,18 +132,24 @@ class EventProcessor:
         policy: ProcessingPolicy,
         *,
         clock: Callable[[], datetime],
+        handoff: Handoff | None = None,
     ) -> None:
         self._store = store
         self._resolver = resolver
         self._policy = policy
         self._clock = clock
+        self._handoff = handoff
 
     async def run_once(self) -> int:
-        """Process one batch of due deliveries; returns how many were claimed."""
+        """Process one batch: deliveries handed over by this process's ingest first,
+        then due ones claimed from the store; returns how many were taken."""
         now = self._clock()
-        pending = await self._store.claim_pending(
-            self._policy.batch_size, now, self._policy.lease_seconds
-        )
+        size = self._policy.batch_size
+        pending = self._handoff.take(size) if self._handoff is not None else []
+        if len(pending) < size:
+            pending += await self._store.claim_pending(
+                size - len(pending), now, self._policy.lease_seconds
+            )
         done: list[ProcessedInbound] = []
         for item in pending:
             try:

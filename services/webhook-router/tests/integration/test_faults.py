@@ -13,12 +13,21 @@ import asyncpg
 import pytest
 
 from postd_common import db
+from postd_common.secrets import Secret
 from postd_sandbox import signing
 from postd_webhook_router.adapters.postgres import PostgresStore
 from postd_webhook_router.app import SPEC
-from postd_webhook_router.domain.model import ProcessingState, Route, StoredInbound, Verdict
-from postd_webhook_router.domain.processing import EventProcessor, ProcessingPolicy
+from postd_webhook_router.domain.ingest import IngestPolicy, IngestService
+from postd_webhook_router.domain.model import (
+    InboundRequest,
+    ProcessingState,
+    Route,
+    StoredInbound,
+    Verdict,
+)
+from postd_webhook_router.domain.processing import EventProcessor, Handoff, ProcessingPolicy
 from postd_webhook_router.domain.routing import CachedResolver
+from postd_webhook_router.domain.verifiers.tiktok import TikTokVerifier
 from postd_webhook_router.ports import OutboxMessage, ResolverUnavailable
 
 pytestmark = pytest.mark.integration
@@ -162,3 +171,100 @@ async def test_processing_failures_retry_then_dead_letter_once(
     assert "connectors down" in row["last_error"]
     rows = await outbox(pg_pool, topic)
     assert [(r["topic"], str(r["raw_event_id"])) for r in rows] == [(topic + ".dlq", raw)]
+
+
+async def test_a_handed_over_delivery_is_processed_unclaimed_and_a_lost_one_comes_back(
+    store: PostgresStore, pg_pool: asyncpg.Pool, tenant_id: str
+) -> None:
+    topic = f"events-{uuid.uuid4().hex}"
+    verifiers = {"tiktok": TikTokVerifier((Secret("handoff-secret"),))}
+
+    def ingest_with(handoff: Handoff) -> IngestService:
+        return IngestService(
+            verifiers,
+            store,
+            IngestPolicy(1 << 20, 3600),
+            clock=lambda: datetime.now(UTC),
+            handoff=handoff,
+        )
+
+    def webhook(open_id: str) -> InboundRequest:
+        now = int(datetime.now(UTC).timestamp())
+        body = signing.canonical_json(
+            {"event": "post.publish.complete", "create_time": now, "user_openid": open_id}
+        )
+        signature = signing.tiktok_signature("handoff-secret", body, now)
+        return InboundRequest(
+            method="POST",
+            platform="tiktok",
+            path_key="",
+            body=body,
+            headers=[("TikTok-Signature", signature), ("Content-Type", "application/json")],
+            query_string="",
+            remote_addr="127.0.0.1",
+            received_at=datetime.now(UTC),
+        )
+
+    async def emitted(raw: str) -> list[asyncpg.Record]:
+        return [r for r in await outbox(pg_pool, topic) if str(r["raw_event_id"]) == raw]
+
+    # Stored leased to this process and handed over: never due, so never claimed,
+    # and processed from memory into the same records a claim would give.
+    handoff = Handoff(0.5, 10, clock=lambda: datetime.now(UTC))
+    open_id = f"act.{uuid.uuid4().hex}"
+    kept = await ingest_with(handoff).ingest(webhook(open_id))
+    assert kept.verdict is Verdict.ACCEPTED
+    due = await pg_pool.fetchval(
+        "SELECT next_attempt_at - received_at FROM webhooks.inbound_events WHERE id = $1::uuid",
+        kept.event_id,
+    )
+    assert due.total_seconds() > 0.3
+    assert kept.event_id not in [
+        c.id for c in await store.claim_pending(500, datetime.now(UTC), 60.0)
+    ]
+    worker = EventProcessor(
+        store,
+        CachedResolver(Connectors(tenant_id), 0),
+        ProcessingPolicy(
+            batch_size=500,
+            max_attempts=3,
+            retry_base_seconds=0.01,
+            events_topic=topic,
+            dlq_topic=topic + ".dlq",
+        ),
+        clock=lambda: datetime.now(UTC),
+        handoff=handoff,
+    )
+    await worker.run_once()
+    (message,) = await emitted(kept.event_id)
+    assert message["key"] == f"conn-{open_id}"
+    row = await pg_pool.fetchrow(
+        "SELECT state, routed, tenant_ids, external_account_id FROM webhooks.inbound_events "
+        "WHERE id = $1::uuid",
+        kept.event_id,
+    )
+    assert row is not None
+    assert dict(row) == {
+        "state": "emitted",
+        "routed": "routed",
+        "tenant_ids": [tenant_id],
+        "external_account_id": open_id,
+    }
+
+    # Handed over to a process that died with it: the lease runs out, a claim takes it.
+    lost = await ingest_with(Handoff(0.5, 10, clock=lambda: datetime.now(UTC))).ingest(
+        webhook(f"act.{uuid.uuid4().hex}")
+    )
+    survivor = processor(store, Connectors(tenant_id), topic)
+    await survivor.run_once()
+    assert await emitted(lost.event_id) == []
+    await asyncio.sleep(0.6)
+    await survivor.run_once()
+    assert len(await emitted(lost.event_id)) == 1
+
+    # A full hand-off stores deliveries due at once, for any worker to claim.
+    full = Handoff(60.0, 0, clock=lambda: datetime.now(UTC))
+    plain = await ingest_with(full).ingest(webhook(f"act.{uuid.uuid4().hex}"))
+    assert full.take(10) == []
+    await survivor.run_once()
+    assert len(await emitted(plain.event_id)) == 1

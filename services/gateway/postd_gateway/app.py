@@ -160,6 +160,25 @@ async def _answer(
         )
 
 
+# The metrics' children by (method, route, status): looked up by label values, each
+# costs a lock and a hash per request. Bounded: past it (methods are the client's
+# choice on unmatched routes) the lookup is simply not kept.
+_METRIC_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _request_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    key = (method, route, status)
+    children = _METRIC_CHILDREN.get(key)
+    if children is None:
+        children = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_SECONDS.labels(method, route),
+        )
+        if len(_METRIC_CHILDREN) < 1024:
+            _METRIC_CHILDREN[key] = children
+    return children
+
+
 def _finish(request: web.Request, response: web.StreamResponse, route: str, started: float) -> None:
     """Headers every answer carries, the request metrics and the request's log line."""
     for name, value in (request.get(REQUEST_EXTRA_HEADERS) or {}).items():
@@ -168,8 +187,9 @@ def _finish(request: web.Request, response: web.StreamResponse, route: str, star
         response.headers.setdefault(name, value)
     if request.path.startswith(("/v1/", "/oauth/")):
         response.headers.setdefault("Cache-Control", "no-store")
-    HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
-    HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+    requests, seconds = _request_metrics(request.method, route, response.status)
+    requests.inc()
+    seconds.observe(time.perf_counter() - started)
     principal = request.get(REQUEST_PRINCIPAL)
     if response.status >= 500 or log.is_enabled_for(10):
         log.info(

@@ -312,6 +312,8 @@ async def _read_limited(request: web.Request, limit: int) -> tuple[bytes, bool]:
         if size > limit:
             return b"", True
         chunks.append(chunk)
+        if request.content.at_eof():  # the whole body came: no read for the end
+            return b"".join(chunks), False
 
 
 def build_ingest_request(

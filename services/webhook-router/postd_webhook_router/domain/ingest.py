@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from postd_webhook_router import metrics
 from postd_webhook_router.domain.model import (
@@ -95,6 +96,7 @@ class IngestService:
         self._on_accepted = on_accepted
         # This process's processor, when it has one: accepted deliveries go to it.
         self._handoff = handoff
+        self._metric_children: dict[tuple[str, Verdict], tuple[Any, Any]] = {}
 
     async def ingest(
         self, request: InboundRequest, *, declared_size: int = 0, truncated: bool = False
@@ -104,10 +106,24 @@ class IngestService:
         started = time.perf_counter()
         platform = request.platform.lower()[:64]
         result = await self._decide(request, platform, declared_size, truncated)
-        label = platform if platform in self._verifiers else "unknown"
-        metrics.INBOUND.labels(label, result.verdict.value).inc()
-        metrics.INGEST_SECONDS.labels(label).observe(time.perf_counter() - started)
+        inbound, seconds = self._metrics(platform, result.verdict)
+        inbound.inc()
+        seconds.observe(time.perf_counter() - started)
         return result
+
+    def _metrics(self, platform: str, verdict: Verdict) -> tuple[Any, Any]:
+        """The metrics' children for a platform and verdict, kept (known platforms
+        and verdicts only, so a bounded set) instead of looked up by label values."""
+        key = (platform if platform in self._verifiers else "unknown", verdict)
+        children = self._metric_children.get(key)
+        if children is None:
+            label = key[0]
+            children = (
+                metrics.INBOUND.labels(label, verdict.value),
+                metrics.INGEST_SECONDS.labels(label),
+            )
+            self._metric_children[key] = children
+        return children
 
     async def ingest_many(
         self, requests: Sequence[tuple[InboundRequest, int, bool]]

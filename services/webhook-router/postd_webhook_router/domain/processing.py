@@ -14,7 +14,7 @@ import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -38,6 +38,7 @@ from postd_webhook_router.ports import OutboxMessage, ProcessedInbound, WebhookS
 log = get_logger(__name__)
 
 _EVENT_NAMESPACE = uuid.UUID("7d0c8f5e-2a51-4c1e-9a77-3c1f0e6b9b21")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,14 @@ def normalized_event_id(raw_id: str, seq: int) -> str:
 
 
 def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """``Timestamp.FromDatetime`` (a naive value is UTC), without its per-call checks
+    and time tuple: two per event, the most of building one."""
     if value is None:
         return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def event_message(record: Mapping[str, Any], topic: str) -> OutboxMessage:

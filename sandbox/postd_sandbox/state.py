@@ -174,6 +174,11 @@ class RecordedPost:
         }
 
 
+def _member_key(post: RecordedPost | None) -> tuple[str, str] | None:
+    member = post.extra.get("member") if post is not None else None
+    return (post.platform, str(member)) if post is not None and member else None
+
+
 class PostLog:
     def __init__(self) -> None:
         self._posts: dict[str, RecordedPost] = {}
@@ -181,19 +186,39 @@ class PostLog:
         # posts (the duplicate check on every Page post) costs the same with 10 posts
         # in the log as with 100,000.
         self._by_account: dict[tuple[str, str], list[RecordedPost]] = {}
+        # Posts by (platform, the person who posted: extra["member"]), for per-person
+        # limits (LinkedIn's posts per member per day) without a scan of the log.
+        self._by_member: dict[tuple[str, str], list[RecordedPost]] = {}
 
     def add(self, post: RecordedPost) -> RecordedPost:
         previous = self._posts.get(post.id)
         self._posts[post.id] = post
-        same = self._by_account.setdefault((post.platform, post.account), [])
-        if previous is None:
-            same.append(post)
-        elif (previous.platform, previous.account) == (post.platform, post.account):
-            same[same.index(previous)] = post  # keeps its place, as in ``_posts``
-        else:
-            self._by_account[(previous.platform, previous.account)].remove(previous)
-            same.append(post)
+        old_account = (previous.platform, previous.account) if previous is not None else None
+        self._index(self._by_account, old_account, (post.platform, post.account), previous, post)
+        self._index(self._by_member, _member_key(previous), _member_key(post), previous, post)
         return post
+
+    @staticmethod
+    def _index(
+        index: dict[tuple[str, str], list[RecordedPost]],
+        old_key: tuple[str, str] | None,
+        new_key: tuple[str, str] | None,
+        previous: RecordedPost | None,
+        post: RecordedPost,
+    ) -> None:
+        """Keep ``index`` in step: a replaced post keeps its place (as in ``_posts``)."""
+        if previous is not None and old_key is not None:
+            same = index[old_key]
+            if old_key == new_key:
+                same[same.index(previous)] = post
+                return
+            same.remove(previous)
+        if new_key is not None:
+            index.setdefault(new_key, []).append(post)
+
+    def by_member(self, platform: str, member: str) -> list[RecordedPost]:
+        """The posts ``member`` made on ``platform``, in the order added."""
+        return list(self._by_member.get((platform, member), []))
 
     def get(self, post_id: str) -> RecordedPost | None:
         return self._posts.get(post_id)

@@ -56,3 +56,24 @@ def test_filters_still_apply_within_an_account() -> None:
     gone.deleted = True
     assert [p.id for p in log.find(platform="meta", account="A", include_deleted=False)] == ["a1"]
     assert [p.id for p in log.find(platform="meta", account="A", text_contains="a2")] == ["a2"]
+
+
+def test_posts_by_member_follow_adds_and_replacements() -> None:
+    log = PostLog()
+    first = _post("s1", "org-1", 1.0, platform="linkedin")
+    first.extra["member"] = "m1"
+    log.add(first)
+    other = _post("s2", "org-2", 2.0, platform="linkedin")
+    other.extra["member"] = "m2"
+    log.add(other)
+    unsigned = _post("s3", "org-1", 3.0, platform="linkedin")  # no member: not indexed
+    log.add(unsigned)
+    assert [p.id for p in log.by_member("linkedin", "m1")] == ["s1"]
+    assert [p.id for p in log.by_member("linkedin", "m2")] == ["s2"]
+    assert log.by_member("meta", "m1") == []
+    # Added again under another member: it moves.
+    moved = _post("s2", "org-2", 2.0, platform="linkedin")
+    moved.extra["member"] = "m1"
+    log.add(moved)
+    assert [p.id for p in log.by_member("linkedin", "m1")] == ["s1", "s2"]
+    assert log.by_member("linkedin", "m2") == []

@@ -645,9 +645,7 @@ class LinkedInPlatform(Platform):
         media = self._validate_content(state, body.get("content"), author)
         now = state.clock.now()
         member_posts_today = [
-            p
-            for p in state.posts.find(platform=NAME)
-            if p.extra.get("member") == token.subject and now - p.created_at < 86400
+            p for p in state.posts.by_member(NAME, token.subject) if now - p.created_at < 86400
         ]
         if len(member_posts_today) >= MEMBER_POSTS_PER_DAY:
             raise ApiError("linkedin_member_throttle", retry_after=3600)

@@ -259,6 +259,14 @@ async def test_dashboard_end_to_end(stack: Stack, browser: Any, screenshots: Any
         },
     )
     assert (await sent.json())["status"] == 200
+    # Stored at once, normalised (typed) shortly after: the page lists what is there
+    # when it loads, so it is opened once the event has its type.
+    await eventually(
+        context,
+        f"{stack.gateway}/v1/webhook-events",
+        lambda body: len(body["items"]) > 0,
+        params={"type": "comment.created"},
+    )
     await page.get_by_role("link", name="Webhooks").click()
     event_row = page.locator("tbody tr").filter(has_text="comment.created").first
     await event_row.wait_for()

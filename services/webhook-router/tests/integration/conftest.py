@@ -13,10 +13,12 @@ import contextlib
 import dataclasses
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from aiohttp import web
@@ -276,3 +278,48 @@ async def reader_factory(stack: Stack) -> AsyncIterator[Callable[[str], TopicRea
     yield make
     for reader in readers:
         await asyncio.to_thread(reader.close)
+
+
+@contextlib.asynccontextmanager
+async def dedupe_key_held(dsn: str, dedupe_key: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another transaction that inserted a row with ``dedupe_key`` and stays open, so a
+    batch storing the same key waits on its lock. Yields that transaction's connection
+    (to end the waiting batch's backend with ``pg_terminate_backend``); the transaction
+    is rolled back on leaving."""
+    blocker = await asyncpg.connect(dsn)
+    try:
+        async with blocker.transaction():
+            await blocker.execute(
+                "INSERT INTO webhooks.inbound_events (id, platform, http_method, verdict, "
+                "dedupe_key, body_sha256, body_size, received_at, state) "
+                "VALUES ($1, 'tiktok', 'POST', 'accepted', $2, 'x', 0, now(), 'skipped')",
+                uuid.uuid4(),
+                dedupe_key,
+            )
+            yield blocker
+            raise _RollBack
+    except _RollBack:
+        pass
+    finally:
+        await blocker.close()
+
+
+class _RollBack(Exception):
+    """Leaves dedupe_key_held's transaction by rolling it back."""
+
+
+async def waiting_inserts(pool: asyncpg.Pool, count: int = 1) -> list[int]:
+    """PIDs of the backends blocked on a lock while storing deliveries (at least
+    ``count`` of them, waited for up to 5 s)."""
+    for _ in range(250):
+        pids = [
+            r["pid"]
+            for r in await pool.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%INSERT INTO webhooks.inbound_events%'"
+            )
+        ]
+        if len(pids) >= count:
+            return pids
+        await asyncio.sleep(0.02)
+    raise AssertionError("no insert is waiting on the lock")

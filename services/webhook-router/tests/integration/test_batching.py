@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import asyncpg
 import grpc
 import pytest
 from aiohttp import web
@@ -32,7 +31,7 @@ from postd_webhook_router.domain.model import Verified
 from postd_webhook_router.http_passthrough import BatchPolicy, WebhookIngest, webhook_passthrough
 from postd_webhook_router.servicer import SERVICE_NAME
 
-from .conftest import Stack
+from .conftest import Stack, dedupe_key_held, waiting_inserts
 
 pytestmark = pytest.mark.integration
 
@@ -212,22 +211,6 @@ async def test_one_batch_of_mixed_webhooks_answers_each_request_its_own_verdict(
     assert too_large == 1
 
 
-async def _blocked_inserts(pool: asyncpg.Pool) -> list[int]:
-    """PIDs of backends waiting on a lock while storing deliveries."""
-    for _ in range(250):
-        pids = [
-            r["pid"]
-            for r in await pool.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%INSERT INTO webhooks.inbound_events%'"
-            )
-        ]
-        if pids:
-            return pids
-        await asyncio.sleep(0.02)
-    raise AssertionError("no insert is waiting on the lock")
-
-
 async def test_a_commit_lost_mid_batch_answers_503_to_all_and_stores_none(
     stack: Stack, pg_dsn: str
 ) -> None:
@@ -241,48 +224,35 @@ async def test_a_commit_lost_mid_batch_answers_503_to_all_and_stores_none(
         datetime.now(UTC),
         stack.settings.inbound.dedupe_window_seconds,
     )
-    blocker = await asyncpg.connect(pg_dsn)
     stub = RecordingStub(stack.stub)
     policy = BatchPolicy(max_webhooks=len(webhooks), linger_seconds=0.5, max_calls=1)
-    try:
-        blocking = blocker.transaction()
-        await blocking.start()
-        await blocker.execute(
-            "INSERT INTO webhooks.inbound_events (id, platform, http_method, verdict, "
-            "dedupe_key, body_sha256, body_size, received_at, state) "
-            "VALUES ($1, 'tiktok', 'POST', 'accepted', $2, 'x', 0, now(), 'skipped')",
-            uuid.uuid4(),
-            held,
-        )
-        async with aiohttp.ClientSession() as session, front(stack, stub, policy) as url:
+    async with aiohttp.ClientSession() as session, front(stack, stub, policy) as url:
+        async with dedupe_key_held(pg_dsn, held) as blocker:
             answers = asyncio.gather(
                 *(
                     send(session, "POST", f"{url}/webhooks/tiktok", data=b, headers=h)
                     for b, h in webhooks
                 )
             )
-            (pid,) = await _blocked_inserts(stack.pool)
+            (pid,) = await waiting_inserts(stack.pool)
             # PostgreSQL goes away under the batch's transaction.
             await blocker.execute("SELECT pg_terminate_backend($1)", pid)
             statuses = [
                 (status, headers.get("Retry-After")) for status, _, headers in await answers
             ]
-            await blocking.rollback()
-            assert stub.batches == [len(webhooks)]
-            assert statuses == [(503, "30")] * len(webhooks)
-            # Nothing was committed, so nothing was acknowledged.
-            for body, _ in webhooks:
-                assert await rows_of(stack, body) == []
-            # The platforms retry: every webhook is stored, once.
-            retried = await asyncio.gather(
-                *(
-                    send(session, "POST", f"{url}/webhooks/tiktok", data=b, headers=h)
-                    for b, h in webhooks
-                )
+        assert stub.batches == [len(webhooks)]
+        assert statuses == [(503, "30")] * len(webhooks)
+        # Nothing was committed, so nothing was acknowledged.
+        for body, _ in webhooks:
+            assert await rows_of(stack, body) == []
+        # The platforms retry: every webhook is stored, once.
+        retried = await asyncio.gather(
+            *(
+                send(session, "POST", f"{url}/webhooks/tiktok", data=b, headers=h)
+                for b, h in webhooks
             )
-            assert [status for status, _, _ in retried] == [200] * len(webhooks)
-    finally:
-        await blocker.close()
+        )
+        assert [status for status, _, _ in retried] == [200] * len(webhooks)
     for body, _ in webhooks:
         assert await rows_of(stack, body) == [("accepted", 0)]
 

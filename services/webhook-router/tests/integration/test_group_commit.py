@@ -29,7 +29,7 @@ from postd_webhook_router.domain.model import (
 )
 from postd_webhook_router.ports import StoreUnavailable
 
-from .conftest import Stack
+from .conftest import Stack, dedupe_key_held, waiting_inserts
 
 pytestmark = pytest.mark.integration
 
@@ -127,50 +127,21 @@ async def test_one_batch_answers_each_delivery_as_single_commits_would(
     assert verdict == "rejected_signature"
 
 
-async def _waiting_backends(pool: asyncpg.Pool, count: int) -> list[int]:
-    """PIDs of the backends blocked on a lock while storing deliveries."""
-    for _ in range(200):
-        pids = [
-            r["pid"]
-            for r in await pool.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%INSERT INTO webhooks.inbound_events%'"
-            )
-        ]
-        if len(pids) >= count:
-            return pids
-        await asyncio.sleep(0.02)
-    raise AssertionError("no batch is waiting on the lock")
-
-
 async def test_a_batch_that_loses_its_connection_fails_every_caller_and_stores_none(
     store: CountingStore, pg_pool: asyncpg.Pool, pg_dsn: str
 ) -> None:
     # Rows run in dedupe-key order: `before` is written, then the batch waits on `held`.
     before, held, after = (f"id:{c}{uuid.uuid4().hex}" for c in "08f")
-    blocker = await asyncpg.connect(pg_dsn)
-    try:
-        # Another transaction inserts `held` and stays open: the batch waits on it.
-        blocking = blocker.transaction()
-        await blocking.start()
-        await blocker.execute(
-            "INSERT INTO webhooks.inbound_events (id, platform, http_method, verdict, "
-            "dedupe_key, body_sha256, body_size, received_at, state) "
-            "VALUES ($1, 'tiktok', 'POST', 'accepted', $2, 'x', 0, now(), 'skipped')",
-            uuid.uuid4(),
-            held,
-        )
+    # Another transaction inserts `held` and stays open: the batch waits on it.
+    async with dedupe_key_held(pg_dsn, held):
         batch = [delivery(after), delivery(held), delivery(before)]
         calls = [asyncio.create_task(store.store_inbound(d)) for d in batch]
-        (pid,) = await _waiting_backends(pg_pool, 1)
+        (pid,) = await waiting_inserts(pg_pool, 1)
         # PostgreSQL goes away under the batch (as in a crash or failover).
         assert await pg_pool.fetchval("SELECT pg_terminate_backend($1)", pid)
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
         assert store.batches == [3]
-        await blocking.rollback()
-    finally:
-        await blocker.close()
     # Nothing was committed, so nothing was acknowledged: the rows before and after
     # the blocked one in the same transaction are gone too.
     assert await stored(pg_pool, before) == []
@@ -213,28 +184,15 @@ async def test_through_the_front_a_lost_commit_answers_503_and_the_retry_stores_
         datetime.now(UTC),
         stack.settings.inbound.dedupe_window_seconds,
     )
-    blocker = await asyncpg.connect(pg_dsn)
-    try:
-        blocking = blocker.transaction()
-        await blocking.start()
-        await blocker.execute(
-            "INSERT INTO webhooks.inbound_events (id, platform, http_method, verdict, "
-            "dedupe_key, body_sha256, body_size, received_at, state) "
-            "VALUES ($1, 'tiktok', 'POST', 'accepted', $2, 'x', 0, now(), 'skipped')",
-            uuid.uuid4(),
-            held,
-        )
-        async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession() as http:
+        async with dedupe_key_held(pg_dsn, held) as blocker:
             answer = asyncio.create_task(http.post(stack.url("tiktok"), data=body, headers=headers))
-            (pid,) = await _waiting_backends(stack.pool, 1)
+            (pid,) = await waiting_inserts(stack.pool, 1)
             await blocker.execute("SELECT pg_terminate_backend($1)", pid)
             response = await answer
             assert response.status == 503
             response.release()
-            await blocking.rollback()
-            assert await stored(stack.pool, held) == []
-            async with http.post(stack.url("tiktok"), data=body, headers=headers) as retry:
-                assert retry.status == 200
-    finally:
-        await blocker.close()
+        assert await stored(stack.pool, held) == []
+        async with http.post(stack.url("tiktok"), data=body, headers=headers) as retry:
+            assert retry.status == 200
     assert len(await stored(stack.pool, held)) == 1

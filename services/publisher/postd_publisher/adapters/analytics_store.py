@@ -37,7 +37,13 @@ from postd_common.kafka import (
 )
 from postd_common.logging import redact_text
 from postd_publisher.adapters.events import OutgoingMessage, timestamp
-from postd_publisher.adapters.postgres import _IDENT, SCHEMA, Conn
+from postd_publisher.adapters.postgres import (
+    _IDENT,
+    SCHEMA,
+    Conn,
+    InSchema,
+    locked_quota_usage,
+)
 from postd_publisher.domain.analytics import (
     ACCOUNT,
     POST,
@@ -184,34 +190,8 @@ class _CollectionClaim:
     async def quota_usage(
         self, keys: Sequence[UsageKey], since: datetime
     ) -> Mapping[UsageKey, Sequence[datetime]]:
-        if not keys:
-            return {}
-        q = self._store.q
-        # The same per-account lock as publishing's quota decisions (sorted: no deadlock).
-        accounts = sorted({f"{t}/{c}" for t, c, _ in keys})
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(a, 7)) FROM unnest($1::text[]) a",
-            accounts,
-        )
-        rows = await self._conn.fetch(
-            q(
-                """SELECT l.tenant_id, l.connection_id, l.limit_name, l.used_at
-                   FROM publisher.quota_ledger l
-                   JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(t, c, n)
-                     ON l.tenant_id = k.t AND l.connection_id = k.c AND l.limit_name = k.n
-                   WHERE l.used_at > $4"""
-            ),
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            since,
-        )
-        used: dict[UsageKey, list[datetime]] = {}
-        for row in rows:
-            used.setdefault((row["tenant_id"], row["connection_id"], row["limit_name"]), []).append(
-                row["used_at"]
-            )
-        return used
+        # The same per-account lock as publishing's quota decisions.
+        return await locked_quota_usage(self._conn, self._store.q, keys, since)
 
     async def defer(self, deferrals: Sequence[Deferral]) -> None:
         if not deferrals:
@@ -270,19 +250,11 @@ class PostgresAnalyticsStore:
         self._topics = topics
         self._schema = schema
         self._max_zones = max_zones
-        self._sql: dict[str, str] = {}
+        self.q = InSchema(schema)
 
     @property
     def pool(self) -> asyncpg.Pool:
         return self._pool
-
-    def q(self, sql: str) -> str:
-        if self._schema == SCHEMA:
-            return sql
-        found = self._sql.get(sql)
-        if found is None:
-            found = self._sql[sql] = sql.replace("publisher.", f"{self._schema}.")
-        return found
 
     # ------------------------------------------------------------------ dispatch
 

@@ -258,6 +258,58 @@ SELECT * FROM moved
 """
 
 
+class InSchema:
+    """SQL written for the ``publisher`` schema, rewritten for the one a store works in
+    (each test its own), each text rewritten once."""
+
+    def __init__(self, schema: str) -> None:
+        self._schema = schema
+        self._sql: dict[str, str] = {}
+
+    def __call__(self, sql: str) -> str:
+        if self._schema == SCHEMA:
+            return sql
+        found = self._sql.get(sql)
+        if found is None:
+            found = self._sql[sql] = sql.replace("publisher.", f"{self._schema}.")
+        return found
+
+
+async def locked_quota_usage(
+    conn: Conn, q: Callable[[str], str], keys: Sequence[UsageKey], since: datetime
+) -> Mapping[UsageKey, Sequence[datetime]]:
+    """The ledger's uses of ``keys`` since ``since``, read under each account's
+    transaction-level advisory lock (taken in sorted order: no deadlock), so quota
+    decisions for one account — publishing's and analytics' alike — are serialised
+    across replicas until the caller's transaction ends."""
+    if not keys:
+        return {}
+    accounts = sorted({f"{t}/{c}" for t, c, _ in keys})
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(a, 7)) FROM unnest($1::text[]) a",
+        accounts,
+    )
+    rows = await conn.fetch(
+        q(
+            """SELECT l.tenant_id, l.connection_id, l.limit_name, l.used_at
+               FROM publisher.quota_ledger l
+               JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(t, c, n)
+                 ON l.tenant_id = k.t AND l.connection_id = k.c AND l.limit_name = k.n
+               WHERE l.used_at > $4"""
+        ),
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        since,
+    )
+    used: dict[UsageKey, list[datetime]] = {}
+    for row in rows:
+        used.setdefault((row["tenant_id"], row["connection_id"], row["limit_name"]), []).append(
+            row["used_at"]
+        )
+    return used
+
+
 def _uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
@@ -463,34 +515,7 @@ class _Claim:
     async def quota_usage(
         self, keys: Sequence[UsageKey], since: datetime
     ) -> Mapping[UsageKey, Sequence[datetime]]:
-        if not keys:
-            return {}
-        q = self._store.q
-        # Serialise quota decisions per account across replicas (sorted: no deadlock).
-        accounts = sorted({f"{t}/{c}" for t, c, _ in keys})
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(a, 7)) FROM unnest($1::text[]) a",
-            accounts,
-        )
-        rows = await self._conn.fetch(
-            q(
-                """SELECT l.tenant_id, l.connection_id, l.limit_name, l.used_at
-                   FROM publisher.quota_ledger l
-                   JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(t, c, n)
-                     ON l.tenant_id = k.t AND l.connection_id = k.c AND l.limit_name = k.n
-                   WHERE l.used_at > $4"""
-            ),
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            since,
-        )
-        used: dict[UsageKey, list[datetime]] = {}
-        for row in rows:
-            used.setdefault((row["tenant_id"], row["connection_id"], row["limit_name"]), []).append(
-                row["used_at"]
-            )
-        return used
+        return await locked_quota_usage(self._conn, self._store.q, keys, since)
 
     async def defer(self, deferrals: Sequence[Deferral]) -> None:
         if not deferrals:
@@ -558,18 +583,9 @@ class PostgresJobStore:
         self._analytics = analytics
         self._topics = topics or Topics()
         self._schema = schema
-        self._sql: dict[str, str] = {}
+        self.q = InSchema(schema)  # ``sql`` with the schema this store works in
         self._claims: Coalescer[_ClaimWanted, ClaimedJob | None] = Coalescer(self._claim_many)
         self._records: Coalescer[AttemptRecord, bool] = Coalescer(self._record_many, window=0.002)
-
-    def q(self, sql: str) -> str:
-        """``sql`` with the schema this store works in."""
-        if self._schema == SCHEMA:
-            return sql
-        found = self._sql.get(sql)
-        if found is None:
-            found = self._sql[sql] = sql.replace("publisher.", f"{self._schema}.")
-        return found
 
     # ------------------------------------------------------------------ posts
 

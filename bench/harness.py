@@ -360,6 +360,8 @@ class Verdict:
     # markers on the sandbox whose job is not PUBLISHED.
     published_not_on_platform: int
     on_platform_not_published: int
+    # For each job of the two above: its id, state and attempts' outcomes and reasons.
+    mismatches: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -529,6 +531,7 @@ class PublishLoad:
         states: Counter[str] = Counter()
         published = dlq = dlq_bare = stuck = lost = 0
         published_missing = platform_unpublished = 0
+        mismatched: list[str] = []
         for job in self.jobs:
             row = rows.get(job.job_id)
             copies = seen.get(job.text, 0)
@@ -548,8 +551,10 @@ class PublishLoad:
                 published += 1
                 if copies == 0:
                     published_missing += 1
+                    mismatched.append(job.job_id)
             elif copies:
                 platform_unpublished += 1
+                mismatched.append(job.job_id)
             if row["dead_lettered"] or row["state"] == "FAILED":
                 dlq += 1
                 if not (row["dlq_reason"] or "").strip():
@@ -572,7 +577,29 @@ class PublishLoad:
             states=states,
             published_not_on_platform=published_missing,
             on_platform_not_published=platform_unpublished,
+            mismatches=await self._histories(pool, mismatched),
         )
+
+    async def _histories(self, pool: asyncpg.Pool, job_ids: list[str]) -> list[str]:
+        """What happened to each of ``job_ids``, attempt by attempt (for a failure's
+        message)."""
+        told = []
+        for job_id in job_ids:
+            job = await pool.fetchrow(
+                "SELECT state, state_reason FROM publisher.jobs WHERE id = $1",
+                uuid.UUID(job_id),
+            )
+            attempts = await pool.fetch(
+                "SELECT number, outcome, reason, worker_id FROM publisher.attempts "
+                "WHERE job_id = $1 ORDER BY number",
+                uuid.UUID(job_id),
+            )
+            steps = "; ".join(
+                f"#{a['number']} {a['outcome']} ({a['worker_id']}): {a['reason']}" for a in attempts
+            )
+            state = f"{job['state']} ({job['state_reason']})" if job else "no row"
+            told.append(f"job {job_id}: {state}; attempts: {steps}")
+        return told
 
 
 def lags_ms(rows: Iterable[asyncpg.Record], accepted: Mapping[str, float]) -> list[float]:

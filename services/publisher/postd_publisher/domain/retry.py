@@ -25,6 +25,9 @@ RETRYABLE = frozenset(
 PAUSING = frozenset({Category.AUTH_REVOKED, Category.PERMISSION_MISSING})
 # A replay cannot help: the target is gone.
 FINAL = frozenset({Category.NOT_FOUND})
+# After the last attempt's outcome is unknown: lookups (never a new post) before the
+# job is dead-lettered as unconfirmed.
+LAST_LOOKS = 3
 # Waiting for a long-window quota, with no hint from the platform.
 QUOTA_DEFAULT_WAIT = timedelta(hours=1)
 
@@ -115,20 +118,37 @@ class RetryPolicy:
     def after_unknown(
         self, *, budget_used: int, max_attempts: int, now: datetime, what: str
     ) -> Decision:
-        """The step after an attempt whose outcome is unknown (lost response, timeout):
-        retry — the next attempt looks the post up before publishing again."""
-        if budget_used >= max_attempts:
+        """The step after an attempt whose outcome is unknown (lost response, timeout,
+        a lookup that failed): retry — the next attempt looks the post up before
+        publishing again.
+
+        Once the attempts are used up the job is not dead-lettered blind, since the
+        post may well be on the platform: it is looked up (only, never posted again)
+        up to ``LAST_LOOKS`` times, each failed look counting past ``max_attempts``.
+        """
+        if budget_used < max_attempts:
+            at = now + timedelta(seconds=self.backoff(budget_used))
             return Decision(
-                Step.DEAD_LETTER,
-                f"Gave up after {budget_used} attempts: {what}. A replay looks the post "
-                "up on the platform before publishing again.",
+                Step.RETRY,
+                f"Attempt {budget_used} of {max_attempts}: {what}; the next attempt, at "
+                f"{at:%H:%M:%S} UTC, first checks whether the post went out.",
+                at,
             )
-        at = now + timedelta(seconds=self.backoff(budget_used))
+        looks_failed = budget_used - max_attempts
+        if looks_failed < LAST_LOOKS:
+            at = now + timedelta(seconds=self.backoff(max_attempts))
+            return Decision(
+                Step.RETRY,
+                f"Attempt {max_attempts} of {max_attempts}: {what}; at {at:%H:%M:%S} UTC "
+                "POSTD checks whether the post went out before giving up (it is not "
+                "posted again).",
+                at,
+            )
         return Decision(
-            Step.RETRY,
-            f"Attempt {budget_used} of {max_attempts}: {what}; the next attempt, at "
-            f"{at:%H:%M:%S} UTC, first checks whether the post went out.",
-            at,
+            Step.DEAD_LETTER,
+            f"Gave up after {max_attempts} attempts: {what}. Whether the post went out "
+            f"could not be confirmed in {LAST_LOOKS} lookups; a replay looks it up on the "
+            "platform before publishing again.",
         )
 
 

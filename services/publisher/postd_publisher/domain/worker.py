@@ -7,7 +7,9 @@ The order of things is the guarantee:
    to claim and is dropped.
 2. If an earlier attempt's outcome is unknown (its worker died, its answer was lost,
    it timed out), ask connectors to find the post first; a found post is recorded
-   (RECONCILED), never posted again.
+   (RECONCILED), never posted again. When the attempts are used up, only this
+   lookup runs: a job is never dead-lettered while its post may be on the platform
+   unless the lookup itself keeps failing (then the reason says so).
 3. Publish through connectors with the job's idempotency key (the same on every
    attempt and replay).
 4. Record the outcome, the job's next state and its result event in one
@@ -155,6 +157,8 @@ class PublishWorker:
             settled = await self._look_up(claimed, started)
             if settled is not None:
                 return settled
+            if job.budget_used >= job.max_attempts:
+                return self._not_there(claimed, started)
         request = PublishRequest(
             tenant_id=job.tenant_id,
             connection_id=job.connection_id,
@@ -426,6 +430,19 @@ class PublishWorker:
             return _with(record, outcome=AttemptOutcome.UNKNOWN, outcome_unknown=True)
         record = self._dead_letter(claimed, started, error, decision.reason, now)
         return _with(record, outcome=AttemptOutcome.UNKNOWN, outcome_unknown=True)
+
+    def _not_there(self, claimed: ClaimedJob, started: float) -> AttemptRecord:
+        """The attempts are used up, the last one's outcome was unknown, and the
+        lookup says the post is not on the platform: dead-lettered, not posted."""
+        job = claimed.job
+        error = job.last_error or _error(
+            job.platform, Category.TRANSIENT, f"Publishing to {job.platform} failed."
+        )
+        reason = (
+            f"Gave up after {job.max_attempts} attempts: the last one's outcome was "
+            f"unknown and the post is not on {job.platform}."
+        )
+        return self._dead_letter(claimed, started, error, reason)
 
     def _gone(self, claimed: ClaimedJob, started: float) -> AttemptRecord:
         error = _error(

@@ -89,6 +89,32 @@ async def test_a_lost_response_leads_to_one_post_not_two(harness: Any, pages: An
     assert job.platform_post_id == posts[0]["id"]
 
 
+async def test_a_lost_response_on_the_last_attempt_is_found_not_dead_lettered(
+    harness: Any, pages: Any
+) -> None:
+    # Two attempts allowed: the first meets a 5xx, the last one's answer is lost
+    # after the post was made. The job must end published (found), not in the DLQ
+    # with its post on the platform (a replay from there would post it twice).
+    await harness.start(POSTD_PUBLISH_MAX_ATTEMPTS="2")
+    for kind in ("server_error", "lost_response"):
+        await harness.platforms.fault(
+            platform="meta", account=COFFEE_PAGE, kind=kind, path_contains="/feed"
+        )
+    text = unique_text("Last chance")
+    created = await harness.create("post-lost-last", [pages[COFFEE_PAGE]], text)
+    job = await harness.wait_job(created.post.jobs[0].id)
+    assert job.state == pb.JOB_STATE_PUBLISHED, job.state_reason
+    assert not job.dead_lettered
+    assert [a.outcome for a in job.attempts] == [
+        pb.ATTEMPT_OUTCOME_FAILED_RETRYABLE,
+        pb.ATTEMPT_OUTCOME_UNKNOWN,
+        pb.ATTEMPT_OUTCOME_RECONCILED,
+    ]
+    posts = await harness.platforms.posts(platform="meta", account=COFFEE_PAGE)
+    assert [p["text"] for p in posts] == [text]
+    assert job.platform_post_id == posts[0]["id"]
+
+
 async def test_429_with_retry_after_is_honoured(harness: Any, pages: Any) -> None:
     await harness.start()
     await harness.platforms.fault(

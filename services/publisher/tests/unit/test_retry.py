@@ -10,7 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from postd.common.v1.common_pb2 import PlatformError
 from postd_publisher.domain.model import Category
-from postd_publisher.domain.retry import Decision, RetryPolicy, Step
+from postd_publisher.domain.retry import LAST_LOOKS, Decision, RetryPolicy, Step
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -95,10 +95,29 @@ def test_an_unknown_outcome_is_retried_and_looked_up_later() -> None:
     policy = RetryPolicy(base_delay=1.0, rng=random.Random(1))
     retry = policy.after_unknown(budget_used=1, max_attempts=3, now=NOW, what="answer lost")
     assert retry.step is Step.RETRY
+    assert retry.retry_at is not None
+    assert retry.retry_at > NOW
     assert "first checks whether the post went out" in retry.reason
-    done = policy.after_unknown(budget_used=3, max_attempts=3, now=NOW, what="answer lost")
+
+
+def test_an_unknown_last_attempt_is_looked_up_before_giving_up() -> None:
+    policy = RetryPolicy(base_delay=1.0, rng=random.Random(1))
+    # The last attempt's outcome unknown, then each lookup failing: looked up
+    # LAST_LOOKS times (each counted past the attempts), then dead-lettered.
+    steps = [
+        policy.after_unknown(budget_used=used, max_attempts=3, now=NOW, what="answer lost")
+        for used in range(3, 3 + LAST_LOOKS + 1)
+    ]
+    for look in steps[:-1]:
+        assert look.step is Step.RETRY
+        assert look.retry_at is not None
+        assert look.retry_at > NOW
+        assert "checks whether the post went out before giving up" in look.reason
+        assert "not posted again" in look.reason
+    done = steps[-1]
     assert done.step is Step.DEAD_LETTER
-    assert "looks the post up" in done.reason
+    assert done.reason.startswith("Gave up after 3 attempts: answer lost.")
+    assert f"could not be confirmed in {LAST_LOOKS} lookups" in done.reason
 
 
 def test_unspecified_category_reads_as_unknown() -> None:

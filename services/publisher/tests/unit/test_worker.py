@@ -14,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from postd.common.v1.common_pb2 import PlatformError, PostContent
 from postd_publisher.domain.breaker import BreakerPolicy
 from postd_publisher.domain.model import AttemptOutcome, Category, Job, JobState
-from postd_publisher.domain.retry import RetryPolicy
+from postd_publisher.domain.retry import LAST_LOOKS, RetryPolicy
 from postd_publisher.domain.worker import Delivery, PublishWorker, WorkerSettings
 from postd_publisher.ports import (
     AttemptRecord,
@@ -177,6 +177,60 @@ async def test_a_lost_answer_is_unknown_and_retried_with_a_lookup() -> None:
     assert record.outcome_unknown
     assert record.next_state is JobState.RETRYING
     assert record.event.outcome == "RETRY_SCHEDULED"
+
+
+async def test_an_unknown_last_attempt_is_looked_up_not_dead_lettered_blind() -> None:
+    store = FakeStore(make_job(attempt_count=4, budget_used=3))
+    connectors = FakeConnectors([PublishOutcomeUnknown("the connection dropped")])
+    await worker(store, connectors).handle(Delivery("t1", "j1", 4))
+    (record,) = store.records
+    assert record.outcome is AttemptOutcome.UNKNOWN
+    assert record.next_state is JobState.RETRYING
+    assert record.outcome_unknown
+    assert not record.dead_letter_reason
+    assert "before giving up" in record.reason
+
+
+async def test_the_last_lookup_finds_the_post_and_records_it_published() -> None:
+    store = FakeStore(make_job(outcome_unknown=True, attempt_count=5, budget_used=4))
+    connectors = FakeConnectors(
+        found=FindReply(found=True, status="PUBLISHED", platform_post_id="123_4")
+    )
+    await worker(store, connectors).handle(Delivery("t1", "j1", 5))
+    assert connectors.calls == ["find:pj_1"]
+    (record,) = store.records
+    assert record.outcome is AttemptOutcome.RECONCILED
+    assert record.next_state is JobState.PUBLISHED
+    assert record.platform_post_id == "123_4"
+
+
+async def test_the_last_lookup_not_finding_it_dead_letters_without_posting() -> None:
+    store = FakeStore(make_job(outcome_unknown=True, attempt_count=5, budget_used=4))
+    connectors = FakeConnectors()
+    await worker(store, connectors).handle(Delivery("t1", "j1", 5))
+    assert connectors.calls == ["find:pj_1"]  # never posted after the attempts ran out
+    (record,) = store.records
+    assert record.next_state is JobState.FAILED
+    assert record.event.outcome == "DEAD_LETTERED"
+    assert "not on facebook" in record.dead_letter_reason
+
+
+async def test_lookups_failing_after_the_last_attempt_end_in_the_dlq_with_that_reason() -> None:
+    error = PlatformError(category=Category.TRANSIENT.proto(), message="find failed")
+    records = []
+    # Attempt 4 of 4 was unknown; each lookup after it fails.
+    for budget in range(4, 4 + LAST_LOOKS):
+        store = FakeStore(
+            make_job(outcome_unknown=True, attempt_count=budget + 1, budget_used=budget)
+        )
+        connectors = FakeConnectors(found=FindReply(found=False, error=error))
+        await worker(store, connectors).handle(Delivery("t1", "j1", budget + 1))
+        assert connectors.calls == ["find:pj_1"]
+        records += store.records
+    assert [r.next_state for r in records] == [JobState.RETRYING] * (LAST_LOOKS - 1) + [
+        JobState.FAILED
+    ]
+    assert "could not be confirmed" in records[-1].dead_letter_reason
 
 
 async def test_rate_limited_holds_the_account_until_retry_after() -> None:

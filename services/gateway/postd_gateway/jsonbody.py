@@ -8,6 +8,7 @@ never echo the values sent, so a secret pasted in the wrong field is not reflect
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -70,12 +71,25 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(schema: str, components: str) -> jsonschema_rs.Draft202012Validator:
+    """One compiled validator per distinct schema (and the components it may refer
+    to), shared by every app in the process: a compiled validator holds its own copy
+    of the components, so one per route and app would cost tens of MB per app."""
+    root = json.loads(schema)
+    if components:
+        root["components"] = {"schemas": json.loads(components)}
+    return jsonschema_rs.Draft202012Validator(root, validate_formats=True)
+
+
 class BodyValidator:
     """Validates bodies against a schema that may reference the OpenAPI components."""
 
     def __init__(self, schema: Mapping[str, Any], components: Mapping[str, Any]) -> None:
-        root = {**schema, "components": {"schemas": dict(components)}}
-        self._validator = jsonschema_rs.Draft202012Validator(root, validate_formats=True)
+        text = json.dumps(schema, sort_keys=True)
+        # Only a schema that refers to components carries them.
+        referred = json.dumps(components, sort_keys=True) if "#/components/" in text else ""
+        self._validator = _compiled(text, referred)
 
     def errors(self, value: Any) -> list[FieldError]:
         found = [_describe(error) for error in self._validator.iter_errors(value)]

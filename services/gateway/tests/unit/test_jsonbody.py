@@ -55,3 +55,19 @@ def test_errors_name_the_field_without_echoing_values():
     assert fields == {"name", "items[1]", "extra"}
     assert all("secret-value" not in e.message for e in errors)
     assert field_path(["a", 0, "b"]) == "a[0].b"
+
+
+def test_apps_share_one_compiled_validator_per_schema():
+    # Every app of a process (a test run makes hundreds) validates a route's body
+    # with the same compiled validator: each holds a copy of the components it uses.
+    components = {"Name": {"type": "string", "minLength": 1}}
+    schema = {"type": "object", "properties": {"name": {"$ref": "#/components/schemas/Name"}}}
+    first = BodyValidator(schema, components)
+    again = BodyValidator(dict(schema), dict(components))
+    assert first._validator is again._validator
+    assert [e.field for e in again.errors({"name": ""})] == ["name"]
+    # A schema that refers to no component does not carry them.
+    plain = BodyValidator({"type": "integer"}, components)
+    assert plain._validator is BodyValidator({"type": "integer"}, {})._validator
+    assert plain.errors(3) == []
+    assert len(plain.errors("x")) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -12,7 +13,10 @@ from postd_common.kafka import EventProducer, KafkaSettings
 
 
 class FakeClient:
-    """Stands in for confluent_kafka.Producer: delivers at once, or is broken."""
+    """Stands in for confluent_kafka.Producer: delivers at the next poll, or is
+    broken. Like librdkafka, it is thread-safe and its poll waits up to ``timeout``
+    for something to deliver (a poll thread on a fake that returned at once would
+    spin and starve every other thread)."""
 
     made: list[FakeClient] = []
     broken_first = True
@@ -22,18 +26,26 @@ class FakeClient:
         self.sent: list[bytes] = []
         self.pending: list[Any] = []
         self.closed = False
+        self.error: KafkaError | None = None  # what the next deliveries fail with
+        self._ready = threading.Condition()
         FakeClient.made.append(self)
 
     def produce(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         if self.broken:
             raise KafkaException(KafkaError(KafkaError._FATAL))
-        self.sent.append(payload)
-        self.pending.append(kwargs["on_delivery"])
+        with self._ready:
+            self.sent.append(payload)
+            self.pending.append(kwargs["on_delivery"])
+            self._ready.notify_all()
 
     def poll(self, timeout: float = 0) -> int:
-        callbacks, self.pending = self.pending, []
+        with self._ready:
+            if not self.pending and timeout > 0:
+                self._ready.wait(timeout)
+            callbacks, self.pending = self.pending, []
+            error = self.error
         for callback in callbacks:
-            callback(None, FakeMessage())
+            callback(error, FakeMessage())
         return len(callbacks)
 
     def flush(self, timeout: float = 0) -> int:
@@ -88,24 +100,17 @@ async def test_a_failed_delivery_renews_the_client_for_the_next_message(
     fake_clients: type[FakeClient],
 ) -> None:
     fake_clients.broken_first = False
+    producer = EventProducer(KafkaSettings("127.0.0.1:9"))
     try:
-        producer = EventProducer(KafkaSettings("127.0.0.1:9"))
         first = fake_clients.made[0]
-        original = first.poll
-
-        def fail_once(timeout: float = 0) -> int:
-            callbacks, first.pending = first.pending, []
-            for callback in callbacks:
-                callback(KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage())
-            return len(callbacks)
-
-        first.poll = fail_once  # type: ignore[method-assign]
+        first.error = KafkaError(KafkaError._MSG_TIMED_OUT)
         with pytest.raises(KafkaException):
             await producer.produce("t", b"lost")
-        first.poll = original  # type: ignore[method-assign]
+        first.error = None
         assert await producer.produce("t", b"again") == (0, 1)
         assert len(fake_clients.made) == 2
         assert fake_clients.made[1].sent == [b"again"]
-        await producer.close(timeout=1)
     finally:
+        await producer.close(timeout=1)
         fake_clients.broken_first = True
+    assert all(c.closed for c in fake_clients.made)

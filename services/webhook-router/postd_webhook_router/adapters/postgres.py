@@ -420,6 +420,16 @@ class PostgresStore:
             )
         return claimed
 
+    async def release_pending(self, ids: Sequence[str], now: datetime) -> None:
+        async with self._background() as conn:
+            await conn.execute(
+                f"""UPDATE {S}.inbound_events SET next_attempt_at = $2
+                     WHERE id = ANY($1::uuid[]) AND state IN ('pending', 'retrying')
+                       AND next_attempt_at > $2""",  # noqa: S608
+                list(ids),
+                now,
+            )
+
     async def complete(self, results: Sequence[ProcessedInbound]) -> None:
         """A processed batch in one transaction: three statements whatever its size
         (the rows go as arrays: a statement per row cost PostgreSQL an executor run

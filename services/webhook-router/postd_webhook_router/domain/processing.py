@@ -101,8 +101,9 @@ class Handoff:
     When ingest and processing share a process, a delivery is stored already leased
     to it (due only ``lease_seconds`` later) and handed over in memory once its row is
     committed, so the processor need not claim it back from PostgreSQL (an update of
-    the row and a read of its body). If the process dies first, the lease runs out
-    and any worker claims the row, as a crashed worker's claims come back. At most
+    the row and a read of its body). A graceful stop makes what still waits due at
+    once (:meth:`release`); if the process dies first, the lease runs out and any
+    worker claims the row, as a crashed worker's claims come back. At most
     ``limit`` deliveries wait here; beyond that they are stored due at once and
     claimed as usual.
     """
@@ -126,6 +127,15 @@ class Handoff:
     def take(self, limit: int) -> list[PendingInbound]:
         taken, self._waiting = self._waiting[:limit], self._waiting[limit:]
         return taken
+
+    async def release(self, store: WebhookStore, now: datetime) -> int:
+        """On a graceful stop: what still waits here is made due at once in the store,
+        so the next worker takes it now rather than when its lease runs out. Returns
+        how many."""
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            await store.release_pending([item.id for item in waiting], now)
+        return len(waiting)
 
 
 class EventProcessor:

@@ -6,10 +6,11 @@ committed — a batch that fails answers every caller with the failure and store
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -22,11 +23,13 @@ from postd_webhook_router.adapters.postgres import GroupCommit, PostgresStore
 from postd_webhook_router.app import SPEC
 from postd_webhook_router.domain.ingest import dedupe_keys
 from postd_webhook_router.domain.model import (
+    PendingInbound,
     ProcessingState,
     StoredInbound,
     Verdict,
     Verified,
 )
+from postd_webhook_router.domain.processing import Handoff
 from postd_webhook_router.ports import StoreUnavailable
 
 from .conftest import Stack, dedupe_key_held, waiting_inserts
@@ -196,3 +199,46 @@ async def test_through_the_front_a_lost_commit_answers_503_and_the_retry_stores_
         async with http.post(stack.url("tiktok"), data=body, headers=headers) as retry:
             assert retry.status == 200
     assert len(await stored(stack.pool, held)) == 1
+
+
+async def test_a_graceful_stop_hands_its_waiting_deliveries_to_the_next_worker(
+    store: CountingStore, pg_pool: asyncpg.Pool
+) -> None:
+    # Ingest and processing in one process: accepted deliveries are stored leased to
+    # it (due a lease later) and wait in memory for its processor.
+    now = datetime.now(UTC)
+    handoff = Handoff(60.0, 10, clock=lambda: now)
+    waiting = []
+    for _ in range(3):
+        item = dataclasses.replace(delivery(key()), due_at=handoff.due_at())
+        event_id, inserted = await store.store_inbound(item)
+        assert inserted
+        handoff.put(
+            PendingInbound(
+                id=event_id,
+                platform="tiktok",
+                body=b"{}",
+                headers=[],
+                received_at=now,
+                platform_event_id="",
+                source=None,
+                attempts=0,
+            )
+        )
+        waiting.append(uuid.UUID(event_id))
+    processed = handoff.take(1)  # its processor took one before the stop
+
+    async def due_times() -> dict[uuid.UUID, datetime]:
+        rows = await pg_pool.fetch(
+            "SELECT id, next_attempt_at FROM webhooks.inbound_events WHERE id = ANY($1)",
+            waiting,
+        )
+        return {r["id"]: r["next_attempt_at"] for r in rows}
+
+    assert all(at > now for at in (await due_times()).values())
+    stopped = now + timedelta(seconds=1)
+    assert await handoff.release(store, stopped) == 2
+    due = await due_times()
+    assert [due[i] <= stopped for i in waiting] == [False, True, True]
+    assert due[uuid.UUID(processed[0].id)] > stopped  # taken: still its lease
+    assert handoff.take(10) == []  # nothing left to process twice

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import grpc
 
 from postd.events.v1 import connection_event_pb2, publish_result_pb2
@@ -17,7 +16,6 @@ from postd.webhook_router.v1 import webhook_router_pb2_grpc
 from postd_common import topics
 from postd_common.bootstrap import Runtime, ServiceParts, ServiceSpec
 from postd_common.kafka import ConsumerLoop
-from postd_common.logging import get_logger
 from postd_webhook_router.adapters.connectors import ConnectorsAccountResolver
 from postd_webhook_router.adapters.http_sender import (
     HttpDeliverySender,
@@ -43,8 +41,6 @@ from postd_webhook_router.domain.verifiers import PlatformSecrets, build_verifie
 from postd_webhook_router.ports import AccountResolver, AddressResolver, OutboxMessage
 from postd_webhook_router.servicer import POLICY, SERVICE_NAME, WebhookRouterServicer
 from postd_webhook_router.workers import Wakeup, worker
-
-log = get_logger(__name__)
 
 SPEC = ServiceSpec(
     name=SERVICE,
@@ -233,13 +229,7 @@ async def build(
         if handoff is not None:
             # Stopped (API drained, workers done): what this process had accepted but
             # not yet processed goes to the next worker now, not after its lease.
-            try:
-                released = await handoff.release(store, utcnow())
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("handed-off deliveries not released", error=type(exc).__name__)
-            else:
-                if released:
-                    log.info("handed-off deliveries released", count=released)
+            await handoff.release(store, utcnow())
 
     return ServiceParts(
         register=[register] if serves_api else [],

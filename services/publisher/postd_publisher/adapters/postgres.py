@@ -1491,30 +1491,28 @@ class PostgresJobStore:
                     now,
                 )
             # Brought back to try again; once it has stopped max_lost_workers, only
-            # to look the post up (budget spent: never posted again); past that, set
+            # to look the post up (attempts spent: never posted again); past that, set
             # aside: a job that stops even the lookup is not retried automatically.
-            retry = [r["id"] for r in dead if r["lost_workers"] + 1 < max_lost_workers]
-            look = [r["id"] for r in dead if r["lost_workers"] + 1 == max_lost_workers]
             await conn.execute(
                 self.q(
                     """UPDATE publisher.jobs j
                           SET state = 'RETRYING', run_at = $3, updated_at = $3,
                               outcome_unknown = true, lost_workers = j.lost_workers + 1,
-                              budget_used = CASE WHEN j.id = ANY($2::uuid[])
+                              budget_used = CASE WHEN j.lost_workers + 1 = $2
                                                  THEN greatest(j.budget_used, j.max_attempts)
                                                  ELSE j.budget_used END,
-                              state_reason = CASE WHEN j.id = ANY($2::uuid[])
-                                  THEN 'The worker publishing it stopped '
-                                       || (j.lost_workers + 1) || ' times, so it is not '
-                                       || 'published again: the next attempt only checks '
-                                       || 'whether the post went out.'
+                              state_reason = CASE WHEN j.lost_workers + 1 = $2
+                                  THEN 'The worker publishing it stopped ' || $2::int
+                                       || ' times, so it is not published again: the '
+                                       || 'next attempt only checks whether the post '
+                                       || 'went out.'
                                   ELSE 'The worker publishing it stopped; the next '
                                        || 'attempt first checks whether the post went out.'
                                   END
-                        WHERE j.id = ANY($1::uuid[]) OR j.id = ANY($2::uuid[])"""
+                        WHERE j.id = ANY($1::uuid[]) AND j.lost_workers + 1 <= $2"""
                 ),
-                retry,
-                look,
+                [r["id"] for r in dead],
+                max_lost_workers,
                 now,
             )
             for row in dead:

@@ -33,7 +33,12 @@ from postd_webhook_router import metrics
 from postd_webhook_router.domain.model import NormalizedItem, PendingInbound, Route
 from postd_webhook_router.domain.normalize import MalformedPayload, normalize
 from postd_webhook_router.domain.routing import CachedResolver, routes_for
-from postd_webhook_router.ports import OutboxMessage, ProcessedInbound, WebhookStore
+from postd_webhook_router.ports import (
+    OutboxMessage,
+    ProcessedInbound,
+    StoreUnavailable,
+    WebhookStore,
+)
 
 log = get_logger(__name__)
 
@@ -131,10 +136,20 @@ class Handoff:
     async def release(self, store: WebhookStore, now: datetime) -> int:
         """On a graceful stop: what still waits here is made due at once in the store,
         so the next worker takes it now rather than when its lease runs out. Returns
-        how many."""
+        how many; with the store unreachable, none (their leases run out instead)."""
         waiting, self._waiting = self._waiting, []
-        if waiting:
+        if not waiting:
+            return 0
+        try:
             await store.release_pending([item.id for item in waiting], now)
+        except StoreUnavailable as exc:
+            log.warning(
+                "handed-off deliveries not released: their leases run out instead",
+                count=len(waiting),
+                error=str(exc),
+            )
+            return 0
+        log.info("handed-off deliveries released", count=len(waiting))
         return len(waiting)
 
 

@@ -284,28 +284,21 @@ async def reader_factory(stack: Stack) -> AsyncIterator[Callable[[str], TopicRea
 async def dedupe_key_held(dsn: str, dedupe_key: str) -> AsyncIterator[asyncpg.Connection]:
     """Another transaction that inserted a row with ``dedupe_key`` and stays open, so a
     batch storing the same key waits on its lock. Yields that transaction's connection
-    (to end the waiting batch's backend with ``pg_terminate_backend``); the transaction
-    is rolled back on leaving."""
+    (to end the waiting batch's backend with ``pg_terminate_backend``); closing it on
+    leaving rolls the transaction back."""
     blocker = await asyncpg.connect(dsn)
     try:
-        async with blocker.transaction():
-            await blocker.execute(
-                "INSERT INTO webhooks.inbound_events (id, platform, http_method, verdict, "
-                "dedupe_key, body_sha256, body_size, received_at, state) "
-                "VALUES ($1, 'tiktok', 'POST', 'accepted', $2, 'x', 0, now(), 'skipped')",
-                uuid.uuid4(),
-                dedupe_key,
-            )
-            yield blocker
-            raise _RollBack
-    except _RollBack:
-        pass
+        await blocker.execute("BEGIN")
+        await blocker.execute(
+            "INSERT INTO webhooks.inbound_events (id, platform, http_method, verdict, "
+            "dedupe_key, body_sha256, body_size, received_at, state) "
+            "VALUES ($1, 'tiktok', 'POST', 'accepted', $2, 'x', 0, now(), 'skipped')",
+            uuid.uuid4(),
+            dedupe_key,
+        )
+        yield blocker
     finally:
         await blocker.close()
-
-
-class _RollBack(Exception):
-    """Leaves dedupe_key_held's transaction by rolling it back."""
 
 
 async def waiting_inserts(pool: asyncpg.Pool, count: int = 1) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from postd_gateway.problems import PROBLEM_JSON, PROBLEM_SCHEMA
 from postd_gateway.protojson import SchemaRegistry
-from postd_gateway.routing import ID_PATTERN, Route
+from postd_gateway.routing import Route, path_pattern
 
 API_VERSION: Final = "1.0.0"
 
@@ -39,16 +39,14 @@ _RATE_HEADERS: Final = {
     "RateLimit-Remaining": "Requests left in the current window.",
     "RateLimit-Reset": "Seconds until the window resets.",
 }
-PLATFORM_PATTERN: Final = "^[a-z][a-z0-9_]{0,39}$"
 
 
 def _path_param(name: str) -> dict[str, Any]:
-    pattern = PLATFORM_PATTERN if name == "platform" else ID_PATTERN
     return {
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": pattern},
+        "schema": {"type": "string", "pattern": path_pattern(name)},
     }
 
 

@@ -28,7 +28,7 @@ from postd_gateway.domain import (
 from postd_gateway.jsonbody import BodyValidator, check_content_type, parse_object
 from postd_gateway.ports import Ports
 from postd_gateway.problems import FieldError, Problem, bad_request, forbidden, not_found
-from postd_gateway.routing import ID_PATTERN, Call, Reply, Route
+from postd_gateway.routing import Call, Reply, Route, path_pattern
 
 log = get_logger(__name__)
 
@@ -39,7 +39,6 @@ IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 # An in-flight claim older than this belonged to a request that died with its gateway.
 IDEMPOTENCY_STALE_SECONDS: Final = 60.0
-_ID = re.compile(ID_PATTERN)
 _INT = re.compile(r"^-?[0-9]{1,15}$")
 
 
@@ -57,6 +56,7 @@ class RouteHandler:
             BodyValidator(route.body.schema, components) if route.body is not None else None
         )
         self._params = {p.name: (p, BodyValidator(p.schema, components)) for p in route.query}
+        self._path_params = [(n, re.compile(path_pattern(n))) for n in route.path_params]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         route = self.route
@@ -110,12 +110,9 @@ class RouteHandler:
 
     def _path(self, request: web.Request) -> dict[str, str]:
         out: dict[str, str] = {}
-        for name in self.route.path_params:
+        for name, pattern in self._path_params:
             value = request.match_info.get(name, "")
-            if name == "platform":
-                if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", value):
-                    raise not_found("platform")
-            elif not _ID.match(value):
+            if not pattern.match(value):
                 raise not_found(name.removesuffix("_id").replace("_", " "))
             out[name] = value
         return out

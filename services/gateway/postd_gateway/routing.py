@@ -25,6 +25,19 @@ ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 # An id or a short name in a query or body: ASCII, so a URL stays well inside limits.
 ID_SCHEMA: Final = {"type": "string", "pattern": ID_PATTERN}
 NAME_SCHEMA: Final = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"}
+PLATFORM_PATTERN: Final = r"^[a-z][a-z0-9_]{0,39}$"
+# A webhook path key as the router issues it: URL-safe base64, which may begin with
+# "-" or "_" (an id may not).
+PATH_KEY_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
+_PATH_PATTERNS: Final = {"platform": PLATFORM_PATTERN, "key": PATH_KEY_PATTERN}
+
+
+def path_pattern(name: str) -> str:
+    """What a path parameter may hold: the one rule for the OpenAPI document and the
+    check of each request (anything else names nothing: 404)."""
+    return _PATH_PATTERNS.get(name, ID_PATTERN)
+
+
 _PATH_PARAM = re.compile(r"\{([a-z_]+)\}")
 
 

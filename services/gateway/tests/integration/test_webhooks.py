@@ -54,6 +54,24 @@ async def test_path_keys_and_unknown_platforms(client, world):
     assert world.ingested[-1].path_key == "abc123"
 
 
+# Keys are URL-safe base64 as the router issues them (secrets.token_urlsafe): one in
+# 32 begins with "-" or "_", which an id may not; such a key still reaches the router.
+@pytest.mark.parametrize("key", ["-Qx3_kT9", "_9aZ-b2", "Ab_-9"])
+async def test_every_key_the_router_issues_reaches_it(client, world, key):
+    before = len(world.ingested)
+    await client.post(f"/webhooks/mailchimp/{key}", data=b"type=subscribe")
+    assert len(world.ingested) == before + 1
+    assert world.ingested[-1].path_key == key
+
+
+@pytest.mark.parametrize("key", ["a.b", "a:b", "k%20y"])
+async def test_a_key_outside_the_issued_alphabet_is_not_passed_on(client, world, key):
+    before = len(world.ingested)
+    answer = await client.post(f"/webhooks/mailchimp/{key}", data=b"{}")
+    assert answer.status == 404
+    assert len(world.ingested) == before
+
+
 async def test_bodies_over_the_limit_are_refused_and_recorded(make_client, world):
     client = await make_client(webhook_max_body_bytes=1024)
     answer = await client.post("/webhooks/facebook", data=b"x" * 5000)
